@@ -1,0 +1,118 @@
+//! Records shared by md-bitmap's eBPF programs and its userspace agent.
+//!
+//! Everything here is `#[repr(C)]` plain data: the eBPF side writes it into a ring buffer and the
+//! user side reads it back byte for byte. Only what both sides must agree on lives here; decoding
+//! into richer events happens in `md-bitmap-user`'s `feed` module.
+#![no_std]
+
+/// What kind of kernel event a [`Record`] carries.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// Entry of the bitmap's start-write function (`md_bitmap_startwrite` / `bitmap_startwrite` /
+    /// `bitmap_start_write`, depending on the kernel).
+    StartWrite = 1,
+    /// Entry of the bitmap's end-write function.
+    EndWrite = 2,
+    /// `block/block_bio_queue` on a watched md device.
+    BioQueue = 3,
+    /// `block/block_bio_complete` on a watched md device.
+    BioComplete = 4,
+    /// Entry of the bitmap's start-sync function.
+    StartSync = 5,
+    /// Entry of the bitmap's end-sync function.
+    EndSync = 6,
+    /// Entry of the bitmap's close-sync function.
+    CloseSync = 7,
+    /// Entry of the bitmap's cond-end-sync function.
+    CondEndSync = 8,
+    /// Entry of the bitmap daemon (`md_bitmap_daemon_work` / `bitmap_daemon_work`).
+    DaemonWork = 9,
+    /// Entry of the bitmap unplug function (the synchronous on-disk bit writes).
+    Unplug = 10,
+    /// `block/block_bio_remap` whose source is a watched md device.
+    BioRemap = 11,
+}
+
+impl RecordKind {
+    /// Decodes the raw `kind` field of a [`Record`].
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::StartWrite,
+            2 => Self::EndWrite,
+            3 => Self::BioQueue,
+            4 => Self::BioComplete,
+            5 => Self::StartSync,
+            6 => Self::EndSync,
+            7 => Self::CloseSync,
+            8 => Self::CondEndSync,
+            9 => Self::DaemonWork,
+            10 => Self::Unplug,
+            11 => Self::BioRemap,
+            _ => return None,
+        })
+    }
+}
+
+/// One kernel event as the eBPF programs see it, undecoded.
+///
+/// For kprobes, `args` holds the first five integer arguments of the probed function as raw
+/// register values: their meaning depends on the kernel's prototype (for example
+/// `md_bitmap_startwrite(struct bitmap *, sector_t, unsigned long, int behind)` on 6.1 against
+/// `bitmap_startwrite(struct mddev *, sector_t, unsigned long)` on 6.12.y), so the user side picks
+/// the layout at run time. For block tracepoints, `dev` is the kernel's `dev_t` encoding
+/// (`major << 20 | minor`), `args[0]` the sector, `args[1]` the number of sectors, `args[2]` the
+/// `rwbs` string's eight bytes, `args[3]` the error (complete) or the member device (remap), and
+/// `args[4]` the member sector (remap only).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Record {
+    /// A [`RecordKind`] as `u32`.
+    pub kind: u32,
+    /// CPU the event fired on.
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns()` at the event (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// Block device (`major << 20 | minor`) for tracepoints; 0 for kprobes.
+    pub dev: u32,
+    /// Thread id of the task the event fired in.
+    pub tid: u32,
+    /// `bpf_jiffies64()` at the event: md's bitmap daemon schedules itself in jiffies, so the
+    /// engine replays its `time_before(jiffies, daemon_lastrun + daemon_sleep)` test exactly.
+    pub jiffies: u64,
+    /// Raw arguments, see the type's documentation.
+    pub args: [u64; 5],
+}
+
+impl Record {
+    /// Size in bytes of one record in the ring buffer.
+    pub const SIZE: usize = core::mem::size_of::<Record>();
+}
+
+/// Index into the `COUNTERS` per-CPU array of feed statistics.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Records written to the ring buffer.
+    Emitted = 0,
+    /// Records lost because the ring buffer was full.
+    Dropped = 1,
+    /// Block events seen on devices that are not watched (filtered out in the kernel).
+    Filtered = 2,
+}
+
+/// Number of slots in the `COUNTERS` map.
+pub const COUNTER_SLOTS: u32 = 4;
+
+/// Default ring buffer size in bytes (a power of two multiple of the page size).
+pub const RING_BYTES: u32 = 1 << 22;
+
+/// The kernel's `dev_t` encoding used by block tracepoints: `major << 20 | minor`.
+pub const fn kernel_dev(major: u32, minor: u32) -> u32 {
+    (major << 20) | minor
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `Record` is `repr(C)`, `Copy`, made only of integers and has no padding
+// (4 + 4 + 8 + 4 + 4 + 8 + 40 bytes, every field naturally aligned), so any byte pattern is valid.
+unsafe impl aya::Pod for Record {}

@@ -1,0 +1,1 @@
+//! Mapping from array writes to bitmap chunk ranges, per personality.

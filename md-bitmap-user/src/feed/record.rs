@@ -1,0 +1,265 @@
+//! Decoding ring-buffer [`Record`]s into [`FeedEvent`]s for the running kernel's ABI.
+use md_bitmap_common::{Record, RecordKind};
+use serde::Serialize;
+
+use super::symbols::{BitmapAbi, WriteArgs};
+
+/// A block device number as `major:minor`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct DevNum {
+    /// Major number.
+    pub major: u32,
+    /// Minor number.
+    pub minor: u32,
+}
+
+impl DevNum {
+    /// Decodes the kernel's internal `dev_t` (`major << 20 | minor`), as block tracepoints report it.
+    pub fn from_kernel(dev: u32) -> Self {
+        Self {
+            major: dev >> 20,
+            minor: dev & ((1 << 20) - 1),
+        }
+    }
+
+    /// The kernel's internal encoding.
+    pub fn to_kernel(self) -> u32 {
+        md_bitmap_common::kernel_dev(self.major, self.minor)
+    }
+
+    /// Parses sysfs's `major:minor`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (a, b) = s.trim().split_once(':')?;
+        Some(Self {
+            major: a.parse().ok()?,
+            minor: b.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for DevNum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.major, self.minor)
+    }
+}
+
+/// The `rwbs` string of a block tracepoint ("W", "WS", "FWFS", ...).
+fn rwbs(raw: u64) -> String {
+    raw.to_le_bytes()
+        .iter()
+        .take_while(|b| **b != 0)
+        .map(|b| *b as char)
+        .collect()
+}
+
+/// What happened, decoded for the running kernel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The bitmap's start-write on `[offset, offset + sectors)` of bitmap space.
+    StartWrite {
+        /// Kernel address of the `struct bitmap` (6.1-6.11) or `struct mddev` (6.12+) it is for.
+        owner: u64,
+        /// First sector in bitmap space.
+        offset: u64,
+        /// Number of sectors.
+        sectors: u64,
+        /// Whether this is a write-behind write (kernels with the `behind` argument only).
+        behind: Option<bool>,
+    },
+    /// The bitmap's end-write.
+    EndWrite {
+        /// As for start-write.
+        owner: u64,
+        /// First sector in bitmap space.
+        offset: u64,
+        /// Number of sectors.
+        sectors: u64,
+        /// The `success` argument (kernels before the Feb 2025 rework only).
+        success: Option<bool>,
+        /// The `behind` argument (same kernels).
+        behind: Option<bool>,
+    },
+    /// Start-sync at `offset` (the kernel fills in the block count it covers).
+    StartSync {
+        /// As for start-write.
+        owner: u64,
+        /// Sector.
+        offset: u64,
+        /// The `degraded` argument.
+        degraded: bool,
+    },
+    /// End-sync at `offset`.
+    EndSync {
+        /// As for start-write.
+        owner: u64,
+        /// Sector.
+        offset: u64,
+    },
+    /// Close-sync (end of a resync).
+    CloseSync {
+        /// As for start-write.
+        owner: u64,
+    },
+    /// Cond-end-sync up to `sector`.
+    CondEndSync {
+        /// As for start-write.
+        owner: u64,
+        /// Sector.
+        sector: u64,
+        /// The `force` argument.
+        force: bool,
+    },
+    /// Entry of the bitmap daemon (which returns at once unless `daemon_sleep` has passed).
+    DaemonWork {
+        /// Kernel address of the `struct mddev`.
+        mddev: u64,
+    },
+    /// Entry of the unplug function.
+    Unplug {
+        /// As for start-write.
+        owner: u64,
+    },
+    /// A bio queued on a watched md device.
+    BioQueue {
+        /// The md device.
+        dev: DevNum,
+        /// First sector (array space).
+        sector: u64,
+        /// Length in sectors.
+        sectors: u64,
+        /// The block layer's `rwbs` string.
+        rwbs: String,
+    },
+    /// A bio completed on a watched md device.
+    BioComplete {
+        /// The md device.
+        dev: DevNum,
+        /// First sector.
+        sector: u64,
+        /// Length in sectors.
+        sectors: u64,
+        /// `rwbs`.
+        rwbs: String,
+        /// Error code (0 on success).
+        error: i32,
+    },
+    /// A bio of a watched md device remapped to a member.
+    BioRemap {
+        /// The md device.
+        dev: DevNum,
+        /// Sector on the md device.
+        sector: u64,
+        /// Length in sectors.
+        sectors: u64,
+        /// `rwbs`.
+        rwbs: String,
+        /// The member device.
+        member: DevNum,
+        /// Sector on the member.
+        member_sector: u64,
+    },
+}
+
+/// One decoded event with its timing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FeedEvent {
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// The kernel's jiffies at the event.
+    pub jiffies: u64,
+    /// CPU.
+    pub cpu: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+impl FeedEvent {
+    /// Decodes a record for the kernel described by `abi`; `None` for an unknown kind.
+    pub fn decode(rec: &Record, abi: &BitmapAbi) -> Option<Self> {
+        let a = rec.args;
+        let plain = abi.write_args == WriteArgs::Plain;
+        let kind = match RecordKind::from_u32(rec.kind)? {
+            RecordKind::StartWrite => EventKind::StartWrite {
+                owner: a[0],
+                offset: a[1],
+                sectors: a[2],
+                behind: (!plain).then_some(a[3] as u32 != 0),
+            },
+            RecordKind::EndWrite => EventKind::EndWrite {
+                owner: a[0],
+                offset: a[1],
+                sectors: a[2],
+                success: (!plain).then_some(a[3] as u32 != 0),
+                behind: (!plain).then_some(a[4] as u32 != 0),
+            },
+            RecordKind::StartSync => EventKind::StartSync {
+                owner: a[0],
+                offset: a[1],
+                // `int degraded` (6.1) / `bool degraded` (6.12): the low byte is enough for both.
+                degraded: a[3] as u8 != 0,
+            },
+            RecordKind::EndSync => EventKind::EndSync {
+                owner: a[0],
+                offset: a[1],
+            },
+            RecordKind::CloseSync => EventKind::CloseSync { owner: a[0] },
+            RecordKind::CondEndSync => EventKind::CondEndSync {
+                owner: a[0],
+                sector: a[1],
+                force: a[2] as u8 != 0,
+            },
+            RecordKind::DaemonWork => EventKind::DaemonWork { mddev: a[0] },
+            RecordKind::Unplug => EventKind::Unplug { owner: a[0] },
+            RecordKind::BioQueue => EventKind::BioQueue {
+                dev: DevNum::from_kernel(rec.dev),
+                sector: a[0],
+                sectors: a[1],
+                rwbs: rwbs(a[2]),
+            },
+            RecordKind::BioComplete => EventKind::BioComplete {
+                dev: DevNum::from_kernel(rec.dev),
+                sector: a[0],
+                sectors: a[1],
+                rwbs: rwbs(a[2]),
+                error: a[3] as i64 as i32,
+            },
+            RecordKind::BioRemap => EventKind::BioRemap {
+                dev: DevNum::from_kernel(rec.dev),
+                sector: a[0],
+                sectors: a[1],
+                rwbs: rwbs(a[2]),
+                member: DevNum::from_kernel(a[3] as u32),
+                member_sector: a[4],
+            },
+        };
+        Some(Self {
+            ts_ns: rec.ts_ns,
+            jiffies: rec.jiffies,
+            cpu: rec.cpu,
+            tid: rec.tid,
+            kind,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_round_trips_through_the_kernel_encoding() {
+        let d = DevNum::parse("9:127").unwrap();
+        assert_eq!(d.to_kernel(), 0x90007f);
+        assert_eq!(DevNum::from_kernel(0x90007f), d);
+    }
+
+    #[test]
+    fn rwbs_stops_at_nul() {
+        assert_eq!(rwbs(u64::from_le_bytes(*b"WS\0\0\0\0\0\0")), "WS");
+        assert_eq!(rwbs(u64::from_le_bytes(*b"FWFSM\0\0\0")), "FWFSM");
+    }
+}

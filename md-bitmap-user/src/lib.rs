@@ -1,0 +1,10 @@
+//! md-bitmap: a userspace mirror of the Linux md write-intent bitmap.
+//!
+//! Data flows one way (see `docs/architecture.md`): the kernel's events reach [`feed`], which turns
+//! them into engine calls; [`engine`] models `drivers/md/md-bitmap.c` without doing any I/O;
+//! [`ondisk`] reads md superblocks and bitmaps from members; views and exporters read snapshots.
+pub mod engine;
+pub mod feed;
+pub mod inspect;
+pub mod ondisk;
+pub mod sysfs;

@@ -1,0 +1,126 @@
+//! The `md-bitmap` command: parse, wire, run. The work lives in the library (`md_bitmap`).
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use md_bitmap::feed::{BitmapAbi, FeedEvent, KernelSymbols, ebpf::Feed};
+use md_bitmap::sysfs::Sysfs;
+
+/// See and steer the write-intent bitmap of Linux md RAID arrays while they run.
+#[derive(Parser, Debug)]
+#[command(name = "md-bitmap", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the raw kernel events md-bitmap's eBPF feed sees, one JSON object per line
+    /// (needs root). For checking the feed on a kernel; `watch` is the everyday view.
+    Events(EventsArgs),
+    /// Show which kernel functions and tracepoints md-bitmap would attach to on this kernel.
+    Abi,
+}
+
+#[derive(clap::Args, Debug)]
+struct EventsArgs {
+    /// Array to watch block I/O on (md0, /dev/md0, /dev/md/NAME); default all arrays.
+    #[arg(long)]
+    array: Vec<String>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Stop after this many events.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Print this line on stderr once the probes are attached (lets scripts start a workload).
+    #[arg(long)]
+    ready_line: Option<String>,
+}
+
+fn run_abi() -> Result<()> {
+    let abi = BitmapAbi::resolve(&KernelSymbols::load()?)?;
+    println!("{}", serde_json::to_string_pretty(&abi)?);
+    Ok(())
+}
+
+fn run_events(args: &EventsArgs) -> Result<()> {
+    let syms = KernelSymbols::load()?;
+    let abi = BitmapAbi::resolve(&syms)?;
+    let sysfs = Sysfs::default();
+    let arrays = if args.array.is_empty() {
+        sysfs.arrays()?
+    } else {
+        args.array
+            .iter()
+            .map(|a| sysfs.find_array(a))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let mut feed = Feed::load()?;
+    feed.attach(&abi)?;
+    for a in &arrays {
+        feed.watch_dev(a.dev)?;
+    }
+    eprintln!(
+        "md-bitmap: attached {} kprobes and {} tracepoints; watching {}",
+        feed.attached.kprobes.len(),
+        feed.attached.tracepoints.len(),
+        arrays
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(l) = &args.ready_line {
+        eprintln!("{l}");
+    }
+    let deadline = args
+        .duration
+        .map(|d| Instant::now() + Duration::from_secs_f64(d));
+    let mut seen = 0u64;
+    let mut out = std::io::stdout().lock();
+    use std::io::Write;
+    'outer: loop {
+        let mut batch = Vec::new();
+        feed.drain(|r| batch.push(*r))?;
+        for r in &batch {
+            if let Some(ev) = FeedEvent::decode(r, &abi) {
+                serde_json::to_writer(&mut out, &ev)?;
+                out.write_all(b"\n")?;
+                seen += 1;
+                if args.count.is_some_and(|c| seen >= c) {
+                    break 'outer;
+                }
+            }
+        }
+        out.flush()?;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    out.flush()?;
+    let c = feed.counters()?;
+    eprintln!(
+        "md-bitmap: {} events printed; kernel emitted {}, dropped {}",
+        seen, c.emitted, c.dropped
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match &cli.command {
+        Command::Events(a) => run_events(a),
+        Command::Abi => run_abi(),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("md-bitmap: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
