@@ -35,9 +35,9 @@ struct EventsArgs {
     /// Stop after this many events.
     #[arg(long)]
     count: Option<u64>,
-    /// Print this line on stderr once the probes are attached (lets scripts start a workload).
+    /// Create this file once the probes are attached (lets scripts start a workload then).
     #[arg(long)]
-    ready_line: Option<String>,
+    ready_file: Option<std::path::PathBuf>,
 }
 
 fn run_abi() -> Result<()> {
@@ -73,8 +73,12 @@ fn run_events(args: &EventsArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if let Some(l) = &args.ready_line {
-        eprintln!("{l}");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    if let Some(p) = &args.ready_file {
+        std::fs::write(p, b"")?;
     }
     let deadline = args
         .duration
@@ -82,21 +86,27 @@ fn run_events(args: &EventsArgs) -> Result<()> {
     let mut seen = 0u64;
     let mut out = std::io::stdout().lock();
     use std::io::Write;
-    'outer: loop {
-        let mut batch = Vec::new();
+    let mut batch = Vec::new();
+    loop {
+        // Checked before draining, so that the last drain sees everything emitted until now.
+        let stopping = deadline.is_some_and(|d| Instant::now() >= d)
+            || stop.load(std::sync::atomic::Ordering::Relaxed);
+        batch.clear();
         feed.drain(|r| batch.push(*r))?;
+        let mut done = false;
         for r in &batch {
             if let Some(ev) = FeedEvent::decode(r, &abi) {
                 serde_json::to_writer(&mut out, &ev)?;
                 out.write_all(b"\n")?;
                 seen += 1;
                 if args.count.is_some_and(|c| seen >= c) {
-                    break 'outer;
+                    done = true;
+                    break;
                 }
             }
         }
         out.flush()?;
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if done || stopping {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));

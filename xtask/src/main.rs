@@ -1,1 +1,226 @@
-fn main() {}
+//! `cargo xtask`: md-bitmap's developer and test flows.
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use xtask::arrays::ArraySpec;
+use xtask::kernels::Series;
+use xtask::vm::{Outcome, Payload, Vm};
+use xtask::{paths, setup};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "md-bitmap's developer and test flows")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the project needs (Debian packages, nightly rust-src, bpf-linker, the 6.1 and
+    /// 6.12 test kernels). Idempotent.
+    Setup,
+    /// Build the static md-bitmap that guests run and print its path.
+    GuestBin,
+    /// Boot a test kernel with disks and optional arrays, run a script inside, power off.
+    Vm(VmArgs),
+    /// Run md-bitmap: on this machine's md arrays if it has any, else in a VM on a real RAID1 with
+    /// a write workload.
+    Demo {
+        /// Kernel series for the VM.
+        #[arg(long, default_value = "6.12")]
+        kernel: String,
+        /// Seconds to watch in the VM.
+        #[arg(long, default_value_t = 20)]
+        secs: u64,
+    },
+    /// Run every test, the real-kernel ones included (runs setup first when something is missing).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct VmArgs {
+    /// Kernel series: 6.1 or 6.12.
+    #[arg(long, default_value = "6.1")]
+    kernel: String,
+    /// Data disks as COUNTxMIB.
+    #[arg(long, default_value = "2x256")]
+    disks: String,
+    /// Create an md array first: LEVEL:DISKS[:METADATA[:BITMAP_CHUNK_KIB]] (e.g. 1:2, 5:4:1.2:1024).
+    #[arg(long)]
+    array: Vec<String>,
+    /// Work folder for disks (kept, so a second run sees the same disks). Default: a new one under target/vm.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Timeout in seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Shell commands to run in the guest (default: print /proc/mdstat).
+    #[arg(short = 'c', long)]
+    command: Option<String>,
+    /// Script file to run in the guest.
+    #[arg(long)]
+    script: Option<PathBuf>,
+}
+
+fn parse_array(s: &str) -> Result<ArraySpec> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let level: u32 = parts[0].parse().context("array level")?;
+    let disks: usize = parts
+        .get(1)
+        .context("array needs LEVEL:DISKS")?
+        .parse()
+        .context("array disks")?;
+    let mut a = ArraySpec::new(level, disks);
+    if let Some(m) = parts.get(2) {
+        a = a.metadata(m);
+    }
+    if let Some(c) = parts.get(3) {
+        a = a.bitmap_chunk_kib(c.parse().context("bitmap chunk")?);
+    }
+    Ok(a)
+}
+
+fn run_vm(a: &VmArgs) -> Result<i32> {
+    let series = Series::parse(&a.kernel)?;
+    let (n, mib) = a.disks.split_once('x').context("--disks is COUNTxMIB")?;
+    let sizes = vec![mib.parse::<u64>()?; n.parse::<usize>()?];
+    let dir = a.dir.clone().unwrap_or_else(|| {
+        paths::target_dir()
+            .join("vm")
+            .join(format!("run-{}", std::process::id()))
+    });
+    let vm = Vm::new(series, &dir, &sizes)?;
+    let script = match (&a.script, &a.command) {
+        (Some(p), _) => std::fs::read_to_string(p)?,
+        (None, Some(c)) => c.clone(),
+        (None, None) => "cat /proc/mdstat".into(),
+    };
+    let mut p = Payload::script(script).timeout(Duration::from_secs(a.timeout));
+    for s in &a.array {
+        let mut spec = parse_array(s)?;
+        spec.name = format!("md{}", p.arrays.len());
+        p = p.array(spec);
+    }
+    let r = vm.run(&p)?;
+    eprintln!(
+        "xtask vm: {} booted in {:.1}s, ran {:.1}s, {:?}; disks in {}",
+        r.release,
+        r.boot_secs,
+        r.total_secs,
+        r.outcome,
+        dir.display()
+    );
+    print!("{}", r.console);
+    Ok(match r.outcome {
+        Outcome::Exited(rc) => rc,
+        Outcome::Crashed => 0,
+    })
+}
+
+fn host_has_md_arrays() -> bool {
+    std::fs::read_dir("/sys/block")
+        .map(|d| d.filter_map(|e| e.ok()).any(|e| e.path().join("md").is_dir()))
+        .unwrap_or(false)
+}
+
+fn run_demo(kernel: &str, secs: u64) -> Result<i32> {
+    if !setup::is_complete() {
+        setup::run()?;
+    }
+    if host_has_md_arrays() {
+        let st = cargo()
+            .current_dir(paths::repo_root())
+            .args(["run", "--quiet", "--release", "--bin", "md-bitmap", "--", "events"])
+            .status()?;
+        return Ok(st.code().unwrap_or(1));
+    }
+    let series = Series::parse(kernel)?;
+    let dir = paths::target_dir().join("vm").join("demo");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let vm = Vm::new(series, &dir, &[512, 512])?;
+    eprintln!("xtask demo: no md arrays on this machine; booting {} with a RAID1 (internal bitmap) and a write workload", vm.kernel.release);
+    let script = format!(
+        "( i=0; while true; do dd if=/dev/urandom of=/dev/md0 bs=4096 count=4 seek=$(( (i * 7919) % 100000 )) oflag=direct 2>/dev/null; i=$((i+1)); sleep 0.2; done ) &\n\
+         md-bitmap events --array md0 --duration {secs}\n"
+    );
+    let payload = Payload::script(script)
+        .array(ArraySpec::new(1, 2).bitmap_chunk_kib(1024))
+        .timeout(Duration::from_secs(secs + 180));
+    let r = vm.run_echo(&payload, true)?;
+    eprintln!("xtask demo: guest finished ({:?})", r.outcome);
+    Ok(0)
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run_tests(args: &[String]) -> Result<i32> {
+    let t = Instant::now();
+    if !setup::is_complete() {
+        setup::run()?;
+    }
+    let repo = paths::repo_root();
+    let check = |what: &str, args: &[&str]| -> Result<()> {
+        let st = cargo().current_dir(&repo).args(args).status()?;
+        if !st.success() {
+            bail!("{what} failed");
+        }
+        Ok(())
+    };
+    check("cargo fmt --check", &["fmt", "--all", "--check"])?;
+    check(
+        "cargo clippy",
+        &["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"],
+    )?;
+    let bin = xtask::guest::build_md_bitmap()?;
+    eprintln!(
+        "xtask test: guest md-bitmap built ({:.0}s since start)",
+        t.elapsed().as_secs_f64()
+    );
+    let st = cargo()
+        .current_dir(paths::repo_root())
+        .env("MD_BITMAP_GUEST_BIN", &bin)
+        // The default members: the eBPF crate is built by md-bitmap-user's build.rs, not for the host.
+        .args(["test", "--no-fail-fast"])
+        .args(args)
+        .status()?;
+    eprintln!(
+        "xtask test: whole test command took {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
+    if !st.success() {
+        bail!("tests failed");
+    }
+    Ok(0)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Setup => setup::run().map(|_| 0),
+        Cmd::GuestBin => xtask::guest::build_md_bitmap().map(|p| {
+            println!("{}", p.display());
+            0
+        }),
+        Cmd::Vm(a) => run_vm(&a),
+        Cmd::Test { args } => run_tests(&args),
+        Cmd::Demo { kernel, secs } => run_demo(&kernel, secs),
+    };
+    match r {
+        Ok(rc) => ExitCode::from(rc as u8),
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! Boots a real kernel under qemu (TCG) with file-backed virtio disks and runs a payload script.
+//!
+//! The disks are plain files in a work folder, so a second [`Vm::run`] on the same [`Vm`] sees what
+//! the first left on them: crash-and-reboot tests are two runs. The serial console is streamed (and
+//! echoed to stderr when `MDB_VM_ECHO=1`), a hung guest is killed at the timeout with its console
+//! kept for the error, and files the payload puts in `/out` come back through an extra disk.
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::arrays::ArraySpec;
+use crate::initramfs::{self, BOOT_MARKER, CRASH_MARKER, EXIT_MARKER};
+use crate::kernels::{self, Kernel, Series};
+use crate::paths::target_dir;
+
+/// The static `md-bitmap` for guests: `$MD_BITMAP_GUEST_BIN` if set (the test command builds it
+/// once), else built now (once per process).
+pub fn guest_binary() -> Result<PathBuf> {
+    static BIN: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
+    if let Some(p) = std::env::var_os("MD_BITMAP_GUEST_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let cell = BIN.get_or_init(|| Mutex::new(None));
+    let mut g = cell.lock().unwrap();
+    if let Some(p) = &*g {
+        return Ok(p.clone());
+    }
+    let p = crate::guest::build_md_bitmap()?;
+    *g = Some(p.clone());
+    Ok(p)
+}
+
+fn base_initramfs(kernel: &Kernel) -> Result<PathBuf> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap();
+    let bin = guest_binary()?;
+    let meta = std::fs::metadata(&bin)?;
+    let mut h = DefaultHasher::new();
+    kernel.release.hash(&mut h);
+    meta.len().hash(&mut h);
+    meta.modified()?.hash(&mut h);
+    include_str!("../guest/init.sh").hash(&mut h);
+    include_str!("../guest/mdb.sh").hash(&mut h);
+    initramfs::MODULES.hash(&mut h);
+    let dir = target_dir().join("vm");
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join(format!("base-{}-{:016x}.cpio", kernel.release, h.finish()));
+    if !out.is_file() {
+        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+        initramfs::build_base(kernel, &bin, &tmp)?;
+        std::fs::rename(&tmp, &out)?;
+    }
+    Ok(out)
+}
+
+/// What the guest runs.
+#[derive(Clone, Debug)]
+pub struct Payload {
+    /// Arrays created (in order, on consecutive data disks) before the script runs.
+    pub arrays: Vec<ArraySpec>,
+    /// The script (busybox sh) run as `/payload/run.sh` after the arrays exist. Its exit status is
+    /// the run's. `/lib/mdb.sh` helpers are available (`mdb_result`, `mdb_crash`, ...).
+    pub script: String,
+    /// Extra files: (absolute guest path, contents, mode).
+    pub files: Vec<(String, Vec<u8>, u32)>,
+    /// The guest is killed after this long.
+    pub timeout: Duration,
+    /// Size in MiB of the output disk that brings `/out` back (0: no output disk).
+    pub out_mib: u64,
+}
+
+impl Payload {
+    /// A payload running `script`, with a 5-minute timeout and a 64 MiB output disk.
+    pub fn script(script: impl Into<String>) -> Self {
+        Self {
+            arrays: Vec::new(),
+            script: script.into(),
+            files: Vec::new(),
+            timeout: Duration::from_secs(300),
+            out_mib: 64,
+        }
+    }
+
+    /// Adds an array to create first.
+    pub fn array(mut self, a: ArraySpec) -> Self {
+        self.arrays.push(a);
+        self
+    }
+
+    /// Adds a file.
+    pub fn file(mut self, path: &str, data: impl Into<Vec<u8>>, mode: u32) -> Self {
+        self.files.push((path.to_string(), data.into(), mode));
+        self
+    }
+
+    /// Sets the timeout.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The payload exited with this status and the guest powered off.
+    Exited(i32),
+    /// The payload crashed the guest on purpose (`mdb_crash`).
+    Crashed,
+}
+
+/// The result of one boot.
+#[derive(Debug)]
+pub struct RunResult {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The whole serial console.
+    pub console: String,
+    /// `@@MDB RESULT ...` lines, without the prefix.
+    pub results: Vec<String>,
+    /// Where `/out` was unpacked (if the payload wrote any).
+    pub out_dir: PathBuf,
+    /// Seconds from qemu start to the guest's boot marker.
+    pub boot_secs: f64,
+    /// Seconds from qemu start to its exit.
+    pub total_secs: f64,
+    /// The kernel release that ran.
+    pub release: String,
+}
+
+impl RunResult {
+    /// Fails unless the payload exited with status 0, quoting the console's tail.
+    pub fn expect_success(&self) -> Result<&Self> {
+        if self.outcome != Outcome::Exited(0) {
+            bail!(
+                "guest payload ended with {:?}; console tail:\n{}",
+                self.outcome,
+                tail(&self.console, 80)
+            );
+        }
+        Ok(self)
+    }
+
+    /// The value of the first result line `KEY value...`.
+    pub fn result(&self, key: &str) -> Option<&str> {
+        self.results.iter().find_map(|l| {
+            let (k, v) = l.split_once(' ').unwrap_or((l.as_str(), ""));
+            (k == key).then_some(v)
+        })
+    }
+
+    /// Reads a file the payload left in `/out`.
+    pub fn out_file(&self, name: &str) -> Result<String> {
+        let p = self.out_dir.join(name);
+        std::fs::read_to_string(&p).with_context(|| format!("guest left no /out/{name}"))
+    }
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A VM: a kernel and a set of disk files that persist across runs.
+#[derive(Clone, Debug)]
+pub struct Vm {
+    /// The kernel it boots.
+    pub kernel: Kernel,
+    /// Work folder (disks, output).
+    pub dir: PathBuf,
+    /// Data disk files, in guest order (`/dev/vda`, `/dev/vdb`, ...).
+    pub disks: Vec<PathBuf>,
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+    /// Guest CPUs.
+    pub cpus: u32,
+}
+
+fn disk_name(i: usize) -> String {
+    format!("/dev/vd{}", (b'a' + i as u8) as char)
+}
+
+impl Vm {
+    /// A VM booting `series` with data disks of the given sizes (MiB), created sparse in `dir`
+    /// unless they exist already.
+    pub fn new(series: Series, dir: &Path, disk_mib: &[u64]) -> Result<Self> {
+        let kernel = kernels::get(series)?;
+        std::fs::create_dir_all(dir)?;
+        let mut disks = Vec::new();
+        for (i, mib) in disk_mib.iter().enumerate() {
+            let p = dir.join(format!("disk{i}.img"));
+            if !p.exists() {
+                let f = std::fs::File::create(&p)?;
+                f.set_len(mib << 20)?;
+            }
+            disks.push(p);
+        }
+        Ok(Self {
+            kernel,
+            dir: dir.to_path_buf(),
+            disks,
+            memory_mib: 1024,
+            cpus: 2,
+        })
+    }
+
+    /// Guest device paths of the data disks.
+    pub fn disk_names(&self) -> Vec<String> {
+        (0..self.disks.len()).map(disk_name).collect()
+    }
+
+    /// Boots, runs `payload`, and returns when the guest is gone. The console is echoed to stderr
+    /// when `MDB_VM_ECHO=1`.
+    pub fn run(&self, payload: &Payload) -> Result<RunResult> {
+        let echo = std::env::var("MDB_VM_ECHO").is_ok_and(|v| v == "1");
+        self.run_echo(payload, echo)
+    }
+
+    /// As [`Vm::run`], echoing the console to stderr when `echo`.
+    pub fn run_echo(&self, payload: &Payload, echo: bool) -> Result<RunResult> {
+        let base = base_initramfs(&self.kernel)?;
+        let names = self.disk_names();
+        let out_name = (payload.out_mib > 0).then(|| disk_name(self.disks.len()));
+        let mut script = String::from("set -u\n");
+        let mut next = 0;
+        for a in &payload.arrays {
+            let members = names.get(next..next + a.disks).with_context(|| {
+                format!("not enough disks for array {} ({} needed)", a.name, a.disks)
+            })?;
+            script += &a.create_script(members);
+            next += a.disks;
+        }
+        script += "set +u\n";
+        script += &payload.script;
+        let env = format!(
+            "MDB_DISKS=\"{}\"\nMDB_OUT=\"{}\"\nMDB_KERNEL_SERIES=\"{}\"\n",
+            names.join(" "),
+            out_name.clone().unwrap_or_default(),
+            self.kernel.series.short()
+        );
+        let mut files = payload.files.clone();
+        files.push(("payload/env".into(), env.into_bytes(), 0o644));
+        let run_id = format!(
+            "{}-{}",
+            std::process::id(),
+            RUN_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let pay = self.dir.join(format!("payload-{run_id}.cpio"));
+        initramfs::build_payload(&script, &files, &pay)?;
+        let initrd = self.dir.join(format!("initrd-{run_id}.cpio"));
+        {
+            let mut out = std::fs::File::create(&initrd)?;
+            std::io::copy(&mut std::fs::File::open(&base)?, &mut out)?;
+            std::io::copy(&mut std::fs::File::open(&pay)?, &mut out)?;
+        }
+        std::fs::remove_file(&pay).ok();
+        let out_img = self.dir.join(format!("out-{run_id}.img"));
+        if payload.out_mib > 0 {
+            std::fs::File::create(&out_img)?.set_len(payload.out_mib << 20)?;
+        }
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-accel", "tcg", "-cpu", "max", "-nic", "none", "-no-reboot"])
+            .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
+            .args(["-m", &self.memory_mib.to_string()])
+            .args(["-smp", &self.cpus.to_string()])
+            .arg("-kernel")
+            .arg(self.kernel.vmlinuz())
+            .arg("-initrd")
+            .arg(&initrd)
+            .args([
+                "-append",
+                "console=ttyS0 panic=-1 loglevel=4 rdinit=/init quiet",
+            ]);
+        let mut drives: Vec<&Path> = self.disks.iter().map(PathBuf::as_path).collect();
+        if payload.out_mib > 0 {
+            drives.push(&out_img);
+        }
+        for d in drives {
+            cmd.arg("-drive").arg(format!(
+                "file={},format=raw,if=virtio,cache=unsafe",
+                d.display()
+            ));
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let t0 = Instant::now();
+        let mut child = cmd.spawn().context("cannot start qemu-system-x86_64")?;
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel::<String>();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line)
+                    .trim_end_matches('\r')
+                    .to_string();
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx2.send(format!("[qemu] {line}"));
+            }
+        });
+        let tag = format!("[vm {}]", self.kernel.series.short());
+        let deadline = t0 + payload.timeout;
+        let mut console = String::new();
+        let mut results = Vec::new();
+        let mut exit = None;
+        let mut crashed = false;
+        let mut boot_secs = f64::NAN;
+        let mut timed_out = false;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                timed_out = true;
+                let _ = child.kill();
+                break;
+            }
+            match rx.recv_timeout((deadline - now).min(Duration::from_millis(200))) {
+                Ok(line) => {
+                    if echo {
+                        eprintln!("{tag} {line}");
+                    }
+                    if line.starts_with(BOOT_MARKER) && boot_secs.is_nan() {
+                        boot_secs = t0.elapsed().as_secs_f64();
+                    }
+                    if let Some(r) = line.strip_prefix("@@MDB RESULT ") {
+                        results.push(r.to_string());
+                    }
+                    if let Some(s) = line.strip_prefix(EXIT_MARKER) {
+                        exit = s.trim().parse::<i32>().ok();
+                    }
+                    if line.starts_with(CRASH_MARKER) {
+                        crashed = true;
+                    }
+                    console.push_str(&line);
+                    console.push('\n');
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(_st) = child.try_wait()? {
+                        // Drain what is left.
+                        while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+                            if echo {
+                                eprintln!("{tag} {line}");
+                            }
+                            if let Some(r) = line.strip_prefix("@@MDB RESULT ") {
+                                results.push(r.to_string());
+                            }
+                            if let Some(s) = line.strip_prefix(EXIT_MARKER) {
+                                exit = s.trim().parse::<i32>().ok();
+                            }
+                            if line.starts_with(CRASH_MARKER) {
+                                crashed = true;
+                            }
+                            console.push_str(&line);
+                            console.push('\n');
+                        }
+                        break;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    child.wait()?;
+                    break;
+                }
+            }
+        }
+        let _ = child.wait();
+        let total_secs = t0.elapsed().as_secs_f64();
+        std::fs::remove_file(&initrd).ok();
+        let log = self.dir.join(format!("console-{run_id}.log"));
+        std::fs::write(&log, &console)?;
+        if timed_out {
+            bail!(
+                "guest ({}) timed out after {:?}; console kept in {}; tail:\n{}",
+                self.kernel.release,
+                payload.timeout,
+                log.display(),
+                tail(&console, 60)
+            );
+        }
+        let outcome = match (exit, crashed) {
+            (_, true) => Outcome::Crashed,
+            (Some(rc), false) => Outcome::Exited(rc),
+            (None, false) => bail!(
+                "guest ({}) stopped without an exit status; console kept in {}; tail:\n{}",
+                self.kernel.release,
+                log.display(),
+                tail(&console, 60)
+            ),
+        };
+        let out_dir = self.dir.join(format!("out-{run_id}"));
+        std::fs::create_dir_all(&out_dir)?;
+        if payload.out_mib > 0 {
+            // The guest wrote a tar archive at the start of the output disk; zeros follow it.
+            let st = Command::new("tar")
+                .arg("-xf")
+                .arg(&out_img)
+                .arg("-C")
+                .arg(&out_dir)
+                .stderr(Stdio::null())
+                .status()?;
+            if !st.success() && outcome == Outcome::Exited(0) {
+                bail!("cannot unpack the guest's /out from {}", out_img.display());
+            }
+            std::fs::remove_file(&out_img).ok();
+        }
+        Ok(RunResult {
+            outcome,
+            console,
+            results,
+            out_dir,
+            boot_secs,
+            total_secs,
+            release: self.kernel.release.clone(),
+        })
+    }
+}
+
+static RUN_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
