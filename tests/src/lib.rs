@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use xtask::kernels::Series;
 use xtask::paths::target_dir;
 
+pub mod scenario;
+
 pub use xtask::arrays::ArraySpec;
 pub use xtask::vm::{Outcome, Payload, RunResult, Vm};
 

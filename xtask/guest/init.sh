@@ -14,7 +14,7 @@ mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 echo 1 > /proc/sys/kernel/sysrq
 echo "@@MDB BOOTED $(uname -r) $(cut -d' ' -f1 /proc/uptime)"
-for m in $(cat /payload/modules 2>/dev/null || echo virtio_pci virtio_blk md_mod raid1 raid10 raid456 dm_mod dm_delay dm_flakey brd loop); do
+for m in $(cat /payload/modules 2>/dev/null || echo virtio_pci virtio_blk virtio_scsi sd_mod md_mod raid1 raid10 raid456 dm_mod dm_delay dm_flakey brd loop); do
     modprobe "$m" 2>/dev/null
 done
 . /payload/env

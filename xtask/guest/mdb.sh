@@ -2,8 +2,20 @@
 # Set by the host in /payload/env: MDB_DISKS (the data disks, space separated), MDB_OUT (the output
 # disk or empty).
 
-# Waits until every data disk's node exists.
+# Waits until every data disk's node exists. On virtio-scsi, first links /dev/mdbdiskN to the
+# disk at SCSI target N (sd names follow probe order, not target order).
 mdb_wait_disks() {
+    if [ "$MDB_BUS" = scsi ]; then
+        want=$(echo $MDB_DISKS | wc -w)
+        i=0
+        while [ $(ls -d /sys/class/scsi_disk/* 2>/dev/null | wc -l) -lt $want ] && [ $i -lt 300 ]; do
+            sleep 0.1; i=$((i + 1))
+        done
+        for sd in /sys/block/sd*; do
+            t=$(ls $sd/device/scsi_device 2>/dev/null | cut -d: -f3)
+            [ -n "$t" ] && ln -sf /dev/$(basename $sd) /dev/mdbdisk$t
+        done
+    fi
     for d in $MDB_DISKS $MDB_OUT; do
         i=0
         while [ ! -b "$d" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done

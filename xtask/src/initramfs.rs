@@ -15,6 +15,8 @@ use crate::kernels::Kernel;
 pub const MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
+    "virtio_scsi",
+    "sd_mod",
     "md_mod",
     "raid0",
     "raid1",

@@ -126,7 +126,10 @@ fn run_vm(a: &VmArgs) -> Result<i32> {
 
 fn host_has_md_arrays() -> bool {
     std::fs::read_dir("/sys/block")
-        .map(|d| d.filter_map(|e| e.ok()).any(|e| e.path().join("md").is_dir()))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| e.path().join("md").is_dir())
+        })
         .unwrap_or(false)
 }
 
@@ -137,7 +140,15 @@ fn run_demo(kernel: &str, secs: u64) -> Result<i32> {
     if host_has_md_arrays() {
         let st = cargo()
             .current_dir(paths::repo_root())
-            .args(["run", "--quiet", "--release", "--bin", "md-bitmap", "--", "events"])
+            .args([
+                "run",
+                "--quiet",
+                "--release",
+                "--bin",
+                "md-bitmap",
+                "--",
+                "events",
+            ])
             .status()?;
         return Ok(st.code().unwrap_or(1));
     }
@@ -147,7 +158,10 @@ fn run_demo(kernel: &str, secs: u64) -> Result<i32> {
         std::fs::remove_dir_all(&dir)?;
     }
     let vm = Vm::new(series, &dir, &[512, 512])?;
-    eprintln!("xtask demo: no md arrays on this machine; booting {} with a RAID1 (internal bitmap) and a write workload", vm.kernel.release);
+    eprintln!(
+        "xtask demo: no md arrays on this machine; booting {} with a RAID1 (internal bitmap) and a write workload",
+        vm.kernel.release
+    );
     let script = format!(
         "( i=0; while true; do dd if=/dev/urandom of=/dev/md0 bs=4096 count=4 seek=$(( (i * 7919) % 100000 )) oflag=direct 2>/dev/null; i=$((i+1)); sleep 0.2; done ) &\n\
          md-bitmap events --array md0 --duration {secs}\n"

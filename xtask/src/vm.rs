@@ -182,11 +182,26 @@ pub struct Vm {
     pub memory_mib: u64,
     /// Guest CPUs.
     pub cpus: u32,
+    /// How the data disks are attached.
+    pub bus: Bus,
+}
+
+/// How data disks are attached to the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bus {
+    /// One virtio-blk PCI device per disk (`/dev/vda`, ...): the simplest, at most ~20 disks.
+    Virtio,
+    /// All disks as targets of one virtio-scsi controller, for many members at once. The guest
+    /// sees them as `/dev/sdX` in probe order, so `/init` links `/dev/mdbdiskN` to target N.
+    Scsi,
 }
 
 fn disk_name(i: usize) -> String {
     format!("/dev/vd{}", (b'a' + i as u8) as char)
 }
+
+/// Data disks beyond this many go on virtio-scsi by default.
+const MAX_VIRTIO_DISKS: usize = 20;
 
 impl Vm {
     /// A VM booting `series` with data disks of the given sizes (MiB), created sparse in `dir`
@@ -203,18 +218,37 @@ impl Vm {
             }
             disks.push(p);
         }
+        let bus = if disks.len() > MAX_VIRTIO_DISKS {
+            Bus::Scsi
+        } else {
+            Bus::Virtio
+        };
         Ok(Self {
             kernel,
             dir: dir.to_path_buf(),
             disks,
             memory_mib: 1024,
             cpus: 2,
+            bus,
         })
     }
 
     /// Guest device paths of the data disks.
     pub fn disk_names(&self) -> Vec<String> {
-        (0..self.disks.len()).map(disk_name).collect()
+        match self.bus {
+            Bus::Virtio => (0..self.disks.len()).map(disk_name).collect(),
+            Bus::Scsi => (0..self.disks.len())
+                .map(|i| format!("/dev/mdbdisk{i}"))
+                .collect(),
+        }
+    }
+
+    /// Guest path of the output disk (after the virtio data disks, or the only virtio disk).
+    fn out_disk_name(&self) -> String {
+        match self.bus {
+            Bus::Virtio => disk_name(self.disks.len()),
+            Bus::Scsi => disk_name(0),
+        }
     }
 
     /// Boots, runs `payload`, and returns when the guest is gone. The console is echoed to stderr
@@ -228,8 +262,8 @@ impl Vm {
     pub fn run_echo(&self, payload: &Payload, echo: bool) -> Result<RunResult> {
         let base = base_initramfs(&self.kernel)?;
         let names = self.disk_names();
-        let out_name = (payload.out_mib > 0).then(|| disk_name(self.disks.len()));
-        let mut script = String::from("set -u\n");
+        let out_name = (payload.out_mib > 0).then(|| self.out_disk_name());
+        let mut script = String::from(". /payload/env\n. /lib/mdb.sh\nset -u\n");
         let mut next = 0;
         for a in &payload.arrays {
             let members = names.get(next..next + a.disks).with_context(|| {
@@ -241,8 +275,12 @@ impl Vm {
         script += "set +u\n";
         script += &payload.script;
         let env = format!(
-            "MDB_DISKS=\"{}\"\nMDB_OUT=\"{}\"\nMDB_KERNEL_SERIES=\"{}\"\n",
+            "MDB_DISKS=\"{}\"\nMDB_BUS=\"{}\"\nMDB_OUT=\"{}\"\nMDB_KERNEL_SERIES=\"{}\"\n",
             names.join(" "),
+            match self.bus {
+                Bus::Virtio => "virtio",
+                Bus::Scsi => "scsi",
+            },
             out_name.clone().unwrap_or_default(),
             self.kernel.series.short()
         );
@@ -279,15 +317,33 @@ impl Vm {
                 "-append",
                 "console=ttyS0 panic=-1 loglevel=4 rdinit=/init quiet",
             ]);
-        let mut drives: Vec<&Path> = self.disks.iter().map(PathBuf::as_path).collect();
-        if payload.out_mib > 0 {
-            drives.push(&out_img);
-        }
-        for d in drives {
+        let virtio_drive = |cmd: &mut Command, d: &Path| {
             cmd.arg("-drive").arg(format!(
                 "file={},format=raw,if=virtio,cache=unsafe",
                 d.display()
             ));
+        };
+        match self.bus {
+            Bus::Virtio => {
+                for d in &self.disks {
+                    virtio_drive(&mut cmd, d);
+                }
+            }
+            Bus::Scsi => {
+                cmd.args(["-device", "virtio-scsi-pci,id=scsi0"]);
+                for (i, d) in self.disks.iter().enumerate() {
+                    cmd.arg("-drive").arg(format!(
+                        "file={},format=raw,if=none,id=d{i},cache=unsafe",
+                        d.display()
+                    ));
+                    cmd.arg("-device").arg(format!(
+                        "scsi-hd,drive=d{i},bus=scsi0.0,channel=0,scsi-id={i},lun=0"
+                    ));
+                }
+            }
+        }
+        if payload.out_mib > 0 {
+            virtio_drive(&mut cmd, &out_img);
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
