@@ -112,6 +112,45 @@ pub const fn kernel_dev(major: u32, minor: u32) -> u32 {
     (major << 20) | minor
 }
 
+/// Largest kernel read one [`PeekRequest`] can ask for (one page of bitmap counters).
+pub const PEEK_MAX: usize = 4096;
+
+/// A request to copy kernel memory into the `PEEK_BUF` map, served by the `peek` program when the
+/// requesting process calls `getppid()`. md-bitmap uses it to read md's own bitmap counters as an
+/// oracle for the engine (structure offsets come from md_mod's BTF).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeekRequest {
+    /// Only this process (tgid) is served.
+    pub tgid: u32,
+    /// Bytes to copy, at most [`PEEK_MAX`].
+    pub len: u32,
+    /// Kernel address to read.
+    pub addr: u64,
+    /// Sequence number, echoed in [`PeekReply::seq`].
+    pub seq: u64,
+}
+
+/// The `peek` program's answer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PeekReply {
+    /// The request's sequence number.
+    pub seq: u64,
+    /// `bpf_probe_read_kernel`'s result (0 on success).
+    pub ret: i64,
+    /// The bytes read.
+    pub data: [u8; PEEK_MAX],
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `PeekRequest` is `repr(C)`, `Copy`, integers only, no padding (4 + 4 + 8 + 8 bytes).
+unsafe impl aya::Pod for PeekRequest {}
+
+#[cfg(feature = "user")]
+// SAFETY: `PeekReply` is `repr(C)`, `Copy`, integers and a byte array, no padding (8 + 8 + 4096).
+unsafe impl aya::Pod for PeekReply {}
+
 #[cfg(feature = "user")]
 // SAFETY: `Record` is `repr(C)`, `Copy`, made only of integers and has no padding
 // (4 + 4 + 8 + 4 + 4 + 8 + 40 bytes, every field naturally aligned), so any byte pattern is valid.

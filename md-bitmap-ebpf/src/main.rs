@@ -10,12 +10,15 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_jiffies64, bpf_ktime_get_ns,
+        generated::bpf_probe_read_kernel,
     },
     macros::{kprobe, map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, TracePointContext},
 };
-use md_bitmap_common::{COUNTER_SLOTS, Counter, RING_BYTES, Record, RecordKind};
+use md_bitmap_common::{
+    COUNTER_SLOTS, Counter, PEEK_MAX, PeekReply, PeekRequest, RING_BYTES, Record, RecordKind,
+};
 
 /// Every event, in the order the kernel produced them on each CPU.
 #[map]
@@ -175,6 +178,46 @@ pub fn block_bio_remap(ctx: TracePointContext) -> u32 {
         read_u64(&ctx, TP_SECTOR),
     ];
     emit(RecordKind::BioRemap, old_dev, args);
+    0
+}
+
+/// The pending kernel-memory read (see [`PeekRequest`]).
+#[map]
+static PEEK_REQ: Array<PeekRequest> = Array::with_max_entries(1, 0);
+
+/// The answer to the last kernel-memory read.
+#[map]
+static PEEK_BUF: Array<PeekReply> = Array::with_max_entries(1, 0);
+
+/// Serves a [`PeekRequest`] when the requesting process calls `getppid()`: copies kernel memory
+/// (md's bitmap counters) for md-bitmap's oracle. Other processes' calls return at once.
+#[tracepoint]
+pub fn peek(_ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(req) = PEEK_REQ.get(0) else {
+        return 0;
+    };
+    if req.tgid != tgid || req.tgid == 0 {
+        return 0;
+    }
+    let Some(reply) = PEEK_BUF.get_ptr_mut(0) else {
+        return 0;
+    };
+    let len = req.len as usize;
+    if len > PEEK_MAX {
+        return 0;
+    }
+    // SAFETY: `reply` points at this map's only value, PEEK_MAX bytes of `data`; `len` is checked
+    // against PEEK_MAX above; bpf_probe_read_kernel tolerates any source address (it faults safely).
+    unsafe {
+        let ret = bpf_probe_read_kernel(
+            (*reply).data.as_mut_ptr().cast(),
+            len as u32,
+            req.addr as *const core::ffi::c_void,
+        );
+        (*reply).ret = ret;
+        (*reply).seq = req.seq;
+    }
     0
 }
 

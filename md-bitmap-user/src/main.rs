@@ -22,6 +22,9 @@ enum Command {
     Events(EventsArgs),
     /// Show which kernel functions and tracepoints md-bitmap would attach to on this kernel.
     Abi,
+    /// Read md's own in-memory bitmap counters of an array from kernel memory (through BPF, with
+    /// offsets from md_mod's BTF) and print them as JSON. A debugging oracle; needs root.
+    KernelState(KernelStateArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -38,6 +41,43 @@ struct EventsArgs {
     /// Create this file once the probes are attached (lets scripts start a workload then).
     #[arg(long)]
     ready_file: Option<std::path::PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct KernelStateArgs {
+    /// The array (md0, /dev/md0, /dev/md/NAME).
+    #[arg(long)]
+    array: String,
+    /// Print every chunk's counter (not only the non-zero ones).
+    #[arg(long)]
+    all: bool,
+}
+
+fn run_kernel_state(args: &KernelStateArgs) -> Result<()> {
+    let syms = KernelSymbols::load()?;
+    let array = Sysfs::default().find_array(&args.array)?;
+    let reader = md_bitmap::feed::kstate::KernelStateReader::new(&syms)?;
+    let mut feed = Feed::load()?;
+    feed.attach_peek()?;
+    let mddev = reader.find_mddev(&mut feed, array.dev)?;
+    let mut st = reader.read(&mut feed, mddev)?;
+    // Runs of equal non-zero counters as [start, end, value], end exclusive.
+    let mut nonzero: Vec<(usize, usize, u16)> = Vec::new();
+    for (i, c) in st.counters.iter().enumerate() {
+        match nonzero.last_mut() {
+            Some((_, end, v)) if *end == i && *v == *c => *end += 1,
+            _ if *c != 0 => nonzero.push((i, i + 1, *c)),
+            _ => {}
+        }
+    }
+    if !args.all {
+        st.counters.clear();
+    }
+    let mut v = serde_json::to_value(&st)?;
+    v["array"] = array.name.clone().into();
+    v["nonzero"] = serde_json::to_value(nonzero)?;
+    println!("{}", serde_json::to_string(&v)?);
+    Ok(())
 }
 
 fn run_abi() -> Result<()> {
@@ -125,6 +165,7 @@ fn main() -> ExitCode {
     let r = match &cli.command {
         Command::Events(a) => run_events(a),
         Command::Abi => run_abi(),
+        Command::KernelState(a) => run_kernel_state(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

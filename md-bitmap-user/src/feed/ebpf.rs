@@ -4,9 +4,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::Ebpf;
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array as BpfArray, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{KProbe, TracePoint};
-use md_bitmap_common::{Counter, Record};
+use md_bitmap_common::{Counter, PEEK_MAX, PeekReply, PeekRequest, Record};
 
 use super::record::DevNum;
 use super::symbols::BitmapAbi;
@@ -70,6 +70,8 @@ pub struct Feed {
     ring: Option<RingBuf<MapData>>,
     /// What got attached.
     pub attached: Attached,
+    peek_seq: u64,
+    peek_attached: bool,
 }
 
 fn tracefs_dir() -> Option<&'static Path> {
@@ -147,6 +149,8 @@ impl Feed {
             ebpf,
             ring: None,
             attached: Attached::default(),
+            peek_seq: 0,
+            peek_attached: false,
         })
     }
 
@@ -244,6 +248,61 @@ impl Feed {
             }
         }
         Ok(n)
+    }
+
+    /// Attaches the kernel-memory reader (tracepoint `syscalls/sys_enter_getppid`, serving this
+    /// process only). Used by the kernel-state oracle, never by the live mirror.
+    pub fn attach_peek(&mut self) -> Result<()> {
+        if self.peek_attached {
+            return Ok(());
+        }
+        let p: &mut TracePoint = self
+            .ebpf
+            .program_mut("peek")
+            .context("eBPF program peek missing from the object")?
+            .try_into()?;
+        p.load().context("cannot load eBPF program peek")?;
+        p.attach("syscalls", "sys_enter_getppid").context(
+            "cannot attach tracepoint syscalls/sys_enter_getppid (CONFIG_FTRACE_SYSCALLS?)",
+        )?;
+        self.peek_attached = true;
+        Ok(())
+    }
+
+    /// Copies `len` (at most 4096) bytes of kernel memory at `addr` (needs [`Feed::attach_peek`]).
+    pub fn peek(&mut self, addr: u64, len: usize) -> Result<Vec<u8>> {
+        if len > PEEK_MAX {
+            bail!("peek of {len} bytes: at most {PEEK_MAX}");
+        }
+        self.peek_seq += 1;
+        let req = PeekRequest {
+            tgid: std::process::id(),
+            len: len as u32,
+            addr,
+            seq: self.peek_seq,
+        };
+        {
+            let mut m: BpfArray<_, PeekRequest> =
+                BpfArray::try_from(self.ebpf.map_mut("PEEK_REQ").context("no PEEK_REQ")?)?;
+            m.set(0, req, 0)?;
+        }
+        // SAFETY: getppid has no arguments and no side effects; it triggers the peek program.
+        unsafe { libc::getppid() };
+        let m: BpfArray<_, PeekReply> =
+            BpfArray::try_from(self.ebpf.map("PEEK_BUF").context("no PEEK_BUF")?)?;
+        let reply = m.get(&0, 0)?;
+        if reply.seq != self.peek_seq {
+            bail!("kernel memory read at {addr:#x} was not served");
+        }
+        if reply.ret != 0 {
+            bail!("kernel memory read at {addr:#x} failed ({})", reply.ret);
+        }
+        Ok(reply.data[..len].to_vec())
+    }
+
+    /// Reads a little-endian u64 of kernel memory.
+    pub fn peek_u64(&mut self, addr: u64) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.peek(addr, 8)?.try_into().unwrap()))
     }
 
     /// Feed statistics summed over CPUs.

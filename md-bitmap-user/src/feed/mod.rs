@@ -4,7 +4,9 @@
 //! Nothing here interprets the bitmap: the feed says what the kernel did (a start-write on
 //! `[offset, offset + sectors)` of some array's bitmap, a bio queued on md0) and the engine
 //! decides what that means for the counters.
+pub mod btf;
 pub mod ebpf;
+pub mod kstate;
 pub mod record;
 pub mod symbols;
 

@@ -12,9 +12,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-/// One function symbol of the running kernel.
+/// One symbol of the running kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Symbol {
+    /// Address (0 when kallsyms hides addresses from unprivileged readers).
+    pub addr: u64,
     /// The exact name to attach a kprobe to (may carry a compiler suffix like `.isra.0`).
     pub name: String,
     /// The module that holds it (`md_mod`), or `None` for vmlinux.
@@ -22,10 +24,11 @@ pub struct Symbol {
 }
 
 /// The function symbols of the running kernel, indexed by their base name (without suffixes
-/// such as `.isra.0` or `.constprop.0`).
+/// such as `.isra.0` or `.constprop.0`), and the data symbols of modules.
 #[derive(Clone, Debug, Default)]
 pub struct KernelSymbols {
     by_base: HashMap<String, Vec<Symbol>>,
+    module_data: HashMap<String, Vec<Symbol>>,
 }
 
 impl KernelSymbols {
@@ -41,27 +44,51 @@ impl KernelSymbols {
         Ok(Self::parse(&text))
     }
 
-    /// Parses kallsyms text (`address type name [module]` per line), keeping text symbols only.
+    /// Parses kallsyms text (`address type name [module]` per line), keeping text symbols and
+    /// modules' data symbols.
     pub fn parse(text: &str) -> Self {
         let mut by_base: HashMap<String, Vec<Symbol>> = HashMap::new();
+        let mut module_data: HashMap<String, Vec<Symbol>> = HashMap::new();
         for line in text.lines() {
             let mut it = line.split_ascii_whitespace();
-            let (Some(_addr), Some(ty), Some(name)) = (it.next(), it.next(), it.next()) else {
+            let (Some(addr), Some(ty), Some(name)) = (it.next(), it.next(), it.next()) else {
                 continue;
             };
-            if !matches!(ty, "t" | "T") {
-                continue;
-            }
             let module = it
                 .next()
                 .map(|m| m.trim_start_matches('[').trim_end_matches(']').to_string());
-            let base = name.split('.').next().unwrap_or(name).to_string();
-            by_base.entry(base).or_default().push(Symbol {
+            let sym = |name: &str, module| Symbol {
+                addr: u64::from_str_radix(addr, 16).unwrap_or(0),
                 name: name.to_string(),
                 module,
-            });
+            };
+            match ty {
+                "t" | "T" => {
+                    let base = name.split('.').next().unwrap_or(name).to_string();
+                    by_base.entry(base).or_default().push(sym(name, module));
+                }
+                "b" | "B" | "d" | "D" if module.is_some() => {
+                    module_data
+                        .entry(name.to_string())
+                        .or_default()
+                        .push(sym(name, module));
+                }
+                _ => {}
+            }
         }
-        Self { by_base }
+        Self {
+            by_base,
+            module_data,
+        }
+    }
+
+    /// Address of data symbol `name` of `module` (e.g. md_mod's `all_mddevs`), if visible.
+    pub fn data_addr(&self, module: &str, name: &str) -> Option<u64> {
+        self.module_data
+            .get(name)?
+            .iter()
+            .find(|s| s.module.as_deref() == Some(module) && s.addr != 0)
+            .map(|s| s.addr)
     }
 
     /// The first of `candidates` (base names) present in module `module`, if any.
