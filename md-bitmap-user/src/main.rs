@@ -17,6 +17,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Show the on-disk bitmap of member devices or image files, as `mdadm -X` does (works
+    /// without root on image files).
+    Inspect(md_bitmap::inspect::InspectArgs),
     /// Print the raw kernel events md-bitmap's eBPF feed sees, one JSON object per line
     /// (needs root). For checking the feed on a kernel; `watch` is the everyday view.
     Events(EventsArgs),
@@ -165,6 +168,7 @@ fn main() -> ExitCode {
     let r = match &cli.command {
         Command::Events(a) => run_events(a),
         Command::Abi => run_abi(),
+        Command::Inspect(a) => md_bitmap::inspect::run(a),
         Command::KernelState(a) => run_kernel_state(a),
     };
     match r {
