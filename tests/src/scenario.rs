@@ -131,7 +131,7 @@ pub fn script(arrays: &[ScenarioArray], disk_names: &[String]) -> String {
             .unwrap();
         }
     }
-    s += "sync\nsleep 1\ncat /proc/mdstat\n";
+    s += "sync\nsleep 1\ncat /proc/mdstat\nmd-bitmap abi > /out/abi.json\n";
     for a in arrays {
         for (i, dev) in members(a).iter().enumerate() {
             if a.fail_member == Some(i) {
@@ -150,10 +150,10 @@ pub fn script(arrays: &[ScenarioArray], disk_names: &[String]) -> String {
             )
             .unwrap();
         }
+        let n = &a.spec.name;
         writeln!(
             s,
-            "cat /sys/block/{}/md/layout > /out/layout-{} 2>/dev/null",
-            a.spec.name, a.spec.name
+            "echo $(cat /sys/block/{n}/md/level) $(cat /sys/block/{n}/md/layout) $(cat /sys/block/{n}/md/raid_disks) $(cat /sys/block/{n}/md/chunk_size) $(cat /sys/block/{n}/md/component_size) > /out/geom-{n}"
         )
         .unwrap();
     }

@@ -33,6 +33,8 @@ mdb_save_out() {
 mdb_crash() {
     mdb_save_out
     echo "@@MDB CRASHING"
+    # Let the serial console drain the marker before the reset.
+    sleep 1
     echo b > /proc/sysrq-trigger
     sleep 10
 }

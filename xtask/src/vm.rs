@@ -398,7 +398,7 @@ impl Vm {
                     if let Some(s) = line.strip_prefix(EXIT_MARKER) {
                         exit = s.trim().parse::<i32>().ok();
                     }
-                    if line.starts_with(CRASH_MARKER) {
+                    if line.starts_with(CRASH_MARKER) || line.contains("sysrq: Resetting") {
                         crashed = true;
                     }
                     console.push_str(&line);
@@ -417,7 +417,7 @@ impl Vm {
                             if let Some(s) = line.strip_prefix(EXIT_MARKER) {
                                 exit = s.trim().parse::<i32>().ok();
                             }
-                            if line.starts_with(CRASH_MARKER) {
+                            if line.starts_with(CRASH_MARKER) || line.contains("sysrq: Resetting") {
                                 crashed = true;
                             }
                             console.push_str(&line);

@@ -18,9 +18,6 @@
 //!
 //! Kernel quirks reproduced on purpose (a model that "fixed" them would disagree with the
 //! on-disk bitmap):
-//! * `raid5_bitmap_sector()` uses the power-of-two `round_down`/`round_up` macros on
-//!   `chunk * data_disks`; with a data-disk count that is not a power of two the member range can
-//!   miss the rows written ([`Raid5Conf::bitmap_sector`]).
 //! * raid10 offset layouts whose near copies wrap past the last member, buggy far sets
 //!   (`layout >> 17 == 1`) and far sets with a larger last set place copies that
 //!   `raid10_find_virt()` does not map back ([`Raid10Conf::copies`] follows
