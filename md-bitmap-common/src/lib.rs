@@ -56,6 +56,9 @@ impl RecordKind {
 
 /// One kernel event as the eBPF programs see it, undecoded.
 ///
+/// For block events, `args[2]` holds the bio's `bi_opf` (op in the low 8 bits: 0 read, 1 write,
+/// 2 flush, 3 discard).
+///
 /// For kprobes, `args` holds the first five integer arguments of the probed function as raw
 /// register values: their meaning depends on the kernel's prototype (for example
 /// `md_bitmap_startwrite(struct bitmap *, sector_t, unsigned long, int behind)` on 6.1 against
@@ -112,6 +115,30 @@ pub const fn kernel_dev(major: u32, minor: u32) -> u32 {
     (major << 20) | minor
 }
 
+/// Byte offsets of `struct bio` / `struct block_device` fields the raw block tracepoint programs
+/// read, from the running kernel's vmlinux BTF (written by userspace into `BIO_LAYOUT` before the
+/// programs are attached; all zero means "not configured" and the programs emit nothing).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BioLayout {
+    /// `bio.bi_bdev` (a `struct block_device *`).
+    pub bi_bdev: u32,
+    /// `bio.bi_opf` (u32: op in the low 8 bits).
+    pub bi_opf: u32,
+    /// `bio.bi_iter.bi_sector` (u64).
+    pub bi_sector: u32,
+    /// `bio.bi_iter.bi_size` (u32, bytes).
+    pub bi_size: u32,
+    /// `bio.bi_status` (u8).
+    pub bi_status: u32,
+    /// `block_device.bd_dev` (u32 dev_t).
+    pub bd_dev: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `BioLayout` is `repr(C)`, `Copy`, six u32 and no padding.
+unsafe impl aya::Pod for BioLayout {}
+
 /// Largest kernel read one [`PeekRequest`] can ask for (one page of bitmap counters).
 pub const PEEK_MAX: usize = 4096;
 
@@ -139,6 +166,8 @@ pub struct PeekReply {
     pub seq: u64,
     /// `bpf_probe_read_kernel`'s result (0 on success).
     pub ret: i64,
+    /// `bpf_ktime_get_ns()` when the memory was read.
+    pub ts_ns: u64,
     /// The bytes read.
     pub data: [u8; PEEK_MAX],
 }
@@ -148,7 +177,7 @@ pub struct PeekReply {
 unsafe impl aya::Pod for PeekRequest {}
 
 #[cfg(feature = "user")]
-// SAFETY: `PeekReply` is `repr(C)`, `Copy`, integers and a byte array, no padding (8 + 8 + 4096).
+// SAFETY: `PeekReply` is `repr(C)`, `Copy`, integers and a byte array, no padding (8 + 8 + 8 + 4096).
 unsafe impl aya::Pod for PeekReply {}
 
 #[cfg(feature = "user")]

@@ -10,14 +10,15 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_jiffies64, bpf_ktime_get_ns,
-        generated::bpf_probe_read_kernel,
+        bpf_probe_read_kernel as bpf_probe_read_kernel_t, generated::bpf_probe_read_kernel,
     },
-    macros::{kprobe, map, tracepoint},
+    macros::{kprobe, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, TracePointContext},
+    programs::{ProbeContext, RawTracePointContext, TracePointContext},
 };
 use md_bitmap_common::{
-    COUNTER_SLOTS, Counter, PEEK_MAX, PeekReply, PeekRequest, RING_BYTES, Record, RecordKind,
+    BioLayout, COUNTER_SLOTS, Counter, PEEK_MAX, PeekReply, PeekRequest, RING_BYTES, Record,
+    RecordKind,
 };
 
 /// Every event, in the order the kernel produced them on each CPU.
@@ -94,19 +95,9 @@ bitmap_kprobe!(md_cond_end_sync, RecordKind::CondEndSync);
 bitmap_kprobe!(md_daemon_work, RecordKind::DaemonWork);
 bitmap_kprobe!(md_unplug, RecordKind::Unplug);
 
-// Offsets in the block tracepoints' records, identical on 6.1 and 6.12 and checked against
-// /sys/kernel/tracing/events/block/*/format by the user side before attaching.
-const TP_DEV: usize = 8;
-const TP_SECTOR: usize = 16;
-const TP_NR_SECTOR: usize = 24;
-/// block_bio_queue: `char rwbs[8]` at 28. block_bio_complete: `int error` at 28, rwbs at 32.
-const TP_QUEUE_RWBS: usize = 28;
-const TP_COMPLETE_ERROR: usize = 28;
-const TP_COMPLETE_RWBS: usize = 32;
-/// block_bio_remap: `dev_t old_dev` at 28, `sector_t old_sector` at 32, rwbs at 40.
-const TP_REMAP_OLD_DEV: usize = 28;
-const TP_REMAP_OLD_SECTOR: usize = 32;
-const TP_REMAP_RWBS: usize = 40;
+/// Where `struct bio` keeps what the block programs read (from vmlinux BTF, set by userspace).
+#[map]
+static BIO_LAYOUT: Array<BioLayout> = Array::with_max_entries(1, 0);
 
 #[inline(always)]
 fn watched(dev: u32) -> bool {
@@ -115,69 +106,86 @@ fn watched(dev: u32) -> bool {
 }
 
 #[inline(always)]
-fn read_u32(ctx: &TracePointContext, off: usize) -> u32 {
-    // SAFETY: `off` is a fixed offset inside the tracepoint's record (checked by userspace).
-    unsafe { ctx.read_at::<u32>(off).unwrap_or(0) }
+fn read_at<T: Copy + Default>(base: u64, off: u32) -> T {
+    // SAFETY: bpf_probe_read_kernel tolerates any address; a fault yields the default value.
+    unsafe { bpf_probe_read_kernel_t::<T>((base + off as u64) as *const T).unwrap_or_default() }
 }
 
+/// (dev, sector, sectors, opf, status) of a bio.
 #[inline(always)]
-fn read_u64(ctx: &TracePointContext, off: usize) -> u64 {
-    // SAFETY: as for `read_u32`.
-    unsafe { ctx.read_at::<u64>(off).unwrap_or(0) }
+fn bio_facts(l: &BioLayout, bio: u64) -> (u32, u64, u64, u64, u64) {
+    let bdev: u64 = read_at(bio, l.bi_bdev);
+    let dev: u32 = read_at(bdev, l.bd_dev);
+    let sector: u64 = read_at(bio, l.bi_sector);
+    let size: u32 = read_at(bio, l.bi_size);
+    let opf: u32 = read_at(bio, l.bi_opf);
+    let status: u8 = read_at(bio, l.bi_status);
+    (dev, sector, (size >> 9) as u64, opf as u64, status as u64)
 }
 
-#[tracepoint]
-pub fn block_bio_queue(ctx: TracePointContext) -> u32 {
-    let dev = read_u32(&ctx, TP_DEV);
+// Raw tracepoints, not classic ones: a classic tracepoint program holds the per-CPU
+// `bpf_prog_active` guard while it runs, so md's end-write kprobe, which fires in interrupt
+// context, would be skipped whenever it interrupts one (seen under emulation). Raw tracepoint
+// programs only guard against themselves.
+
+/// `block_bio_queue(struct bio *bio)`.
+#[raw_tracepoint(tracepoint = "block_bio_queue")]
+pub fn block_bio_queue(ctx: RawTracePointContext) -> u32 {
+    let Some(l) = BIO_LAYOUT.get(0) else { return 0 };
+    if l.bi_bdev == 0 && l.bd_dev == 0 {
+        return 0;
+    }
+    let bio: u64 = ctx.arg(0);
+    let (dev, sector, sectors, opf, _) = bio_facts(l, bio);
     if !watched(dev) {
         bump(Counter::Filtered);
         return 0;
     }
-    let args = [
-        read_u64(&ctx, TP_SECTOR),
-        read_u32(&ctx, TP_NR_SECTOR) as u64,
-        // rwbs is read as one u64: indexing it with a variable fails the verifier.
-        read_u64(&ctx, TP_QUEUE_RWBS),
-        0,
-        0,
-    ];
-    emit(RecordKind::BioQueue, dev, args);
+    emit(RecordKind::BioQueue, dev, [sector, sectors, opf, 0, bio]);
     0
 }
 
-#[tracepoint]
-pub fn block_bio_complete(ctx: TracePointContext) -> u32 {
-    let dev = read_u32(&ctx, TP_DEV);
+/// `block_bio_complete(struct request_queue *q, struct bio *bio)`.
+#[raw_tracepoint(tracepoint = "block_bio_complete")]
+pub fn block_bio_complete(ctx: RawTracePointContext) -> u32 {
+    let Some(l) = BIO_LAYOUT.get(0) else { return 0 };
+    if l.bi_bdev == 0 && l.bd_dev == 0 {
+        return 0;
+    }
+    let bio: u64 = ctx.arg(1);
+    let (dev, sector, sectors, opf, status) = bio_facts(l, bio);
     if !watched(dev) {
         bump(Counter::Filtered);
         return 0;
     }
-    let args = [
-        read_u64(&ctx, TP_SECTOR),
-        read_u32(&ctx, TP_NR_SECTOR) as u64,
-        read_u64(&ctx, TP_COMPLETE_RWBS),
-        read_u32(&ctx, TP_COMPLETE_ERROR) as i32 as i64 as u64,
-        0,
-    ];
-    emit(RecordKind::BioComplete, dev, args);
+    emit(
+        RecordKind::BioComplete,
+        dev,
+        [sector, sectors, opf, status, bio],
+    );
     0
 }
 
-#[tracepoint]
-pub fn block_bio_remap(ctx: TracePointContext) -> u32 {
-    // The remap's `old_dev` is the md array, `dev` the member the bio goes to.
-    let old_dev = read_u32(&ctx, TP_REMAP_OLD_DEV);
+/// `block_bio_remap(struct bio *bio, dev_t dev, sector_t from)`: `bio` already points at the
+/// member; `dev`/`from` are the md array and its sector.
+#[raw_tracepoint(tracepoint = "block_bio_remap")]
+pub fn block_bio_remap(ctx: RawTracePointContext) -> u32 {
+    let Some(l) = BIO_LAYOUT.get(0) else { return 0 };
+    if l.bi_bdev == 0 && l.bd_dev == 0 {
+        return 0;
+    }
+    let old_dev = ctx.arg::<u64>(1) as u32;
     if !watched(old_dev) {
         return 0;
     }
-    let args = [
-        read_u64(&ctx, TP_REMAP_OLD_SECTOR),
-        read_u32(&ctx, TP_NR_SECTOR) as u64,
-        read_u64(&ctx, TP_REMAP_RWBS),
-        read_u32(&ctx, TP_DEV) as u64,
-        read_u64(&ctx, TP_SECTOR),
-    ];
-    emit(RecordKind::BioRemap, old_dev, args);
+    let from: u64 = ctx.arg(2);
+    let bio: u64 = ctx.arg(0);
+    let (member, member_sector, sectors, opf, _) = bio_facts(l, bio);
+    emit(
+        RecordKind::BioRemap,
+        old_dev,
+        [from, sectors, opf, member as u64, member_sector],
+    );
     0
 }
 
@@ -216,6 +224,7 @@ pub fn peek(_ctx: TracePointContext) -> u32 {
             req.addr as *const core::ffi::c_void,
         );
         (*reply).ret = ret;
+        (*reply).ts_ns = bpf_ktime_get_ns();
         (*reply).seq = req.seq;
     }
     0

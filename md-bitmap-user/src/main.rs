@@ -20,11 +20,19 @@ enum Command {
     /// Show the on-disk bitmap of member devices or image files, as `mdadm -X` does (works
     /// without root on image files).
     Inspect(md_bitmap::inspect::InspectArgs),
+    /// Print one snapshot of every array's mirrored bitmap (live with root and BPF, else from
+    /// the on-disk bitmap and sysfs, labelled so).
+    Snapshot(SnapshotArgs),
+    /// Stream snapshots of the live mirror, one JSON object per line.
+    Watch(WatchArgs),
     /// Print the raw kernel events md-bitmap's eBPF feed sees, one JSON object per line
     /// (needs root). For checking the feed on a kernel; `watch` is the everyday view.
     Events(EventsArgs),
     /// Show which kernel functions and tracepoints md-bitmap would attach to on this kernel.
     Abi,
+    /// Check the live mirror against the kernel's own bitmap counters (read from kernel memory)
+    /// and the on-disk bitmap, repeatedly; prints one JSON record per array and check.
+    Verify(VerifyArgs),
     /// Read md's own in-memory bitmap counters of an array from kernel memory (through BPF, with
     /// offsets from md_mod's BTF) and print them as JSON. A debugging oracle; needs root.
     KernelState(KernelStateArgs),
@@ -44,6 +52,101 @@ struct EventsArgs {
     /// Create this file once the probes are attached (lets scripts start a workload then).
     #[arg(long)]
     ready_file: Option<std::path::PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct SnapshotArgs {
+    /// Only these arrays (md0, /dev/md0); default all.
+    #[arg(long)]
+    array: Vec<String>,
+    /// Print JSON (schema: docs/schema/snapshot.schema.json).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct WatchArgs {
+    /// Only these arrays (md0, /dev/md0); default all.
+    #[arg(long)]
+    array: Vec<String>,
+    /// Print NDJSON: one snapshot object per line.
+    #[arg(long)]
+    ndjson: bool,
+    /// Seconds between snapshots.
+    #[arg(long, default_value_t = 1.0)]
+    interval: f64,
+    /// Seconds between reconciliations with the on-disk bitmap and sysfs rescans.
+    #[arg(long, default_value_t = 5.0)]
+    reconcile: f64,
+    /// Stop after this many snapshots.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Create this file once the mirror is seeded and attached.
+    #[arg(long)]
+    ready_file: Option<std::path::PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct VerifyArgs {
+    /// Only these arrays; default all.
+    #[arg(long)]
+    array: Vec<String>,
+    /// Seconds between checks.
+    #[arg(long, default_value_t = 0.5)]
+    interval: f64,
+    /// Stop after this many seconds (default: until SIGINT/SIGTERM).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Create this file once the mirror is seeded and attached.
+    #[arg(long)]
+    ready_file: Option<std::path::PathBuf>,
+    /// Also write every event applied to the mirror to this file (NDJSON).
+    #[arg(long)]
+    events_out: Option<std::path::PathBuf>,
+}
+
+fn run_verify(args: &VerifyArgs) -> Result<()> {
+    use std::io::Write;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let mut agent = md_bitmap::agent::Agent::start(&args.array)?;
+    if let Some(e) = agent.kstate_error() {
+        anyhow::bail!("cannot read the kernel's counters: {e}");
+    }
+    if let Some(p) = &args.events_out {
+        let f = std::fs::File::create(p)?;
+        agent.log_events_to(Box::new(std::io::BufWriter::new(f)));
+    }
+    if let Some(p) = &args.ready_file {
+        std::fs::write(p, b"")?;
+    }
+    let deadline = args
+        .duration
+        .map(|d| Instant::now() + Duration::from_secs_f64(d));
+    let interval = Duration::from_secs_f64(args.interval.max(0.05));
+    let mut next = Instant::now();
+    let mut out = std::io::stdout().lock();
+    loop {
+        let stopping = stop.load(std::sync::atomic::Ordering::Relaxed)
+            || deadline.is_some_and(|d| Instant::now() >= d);
+        if Instant::now() >= next || stopping {
+            next += interval;
+            for r in agent.verify()? {
+                serde_json::to_writer(&mut out, &r)?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+        } else {
+            agent.poll()?;
+        }
+        if stopping {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -80,6 +183,112 @@ fn run_kernel_state(args: &KernelStateArgs) -> Result<()> {
     v["array"] = array.name.clone().into();
     v["nonzero"] = serde_json::to_value(nonzero)?;
     println!("{}", serde_json::to_string(&v)?);
+    Ok(())
+}
+
+fn print_snapshot_text(s: &md_bitmap::mirror::snapshot::Snapshot) {
+    println!(
+        "source: {}{}",
+        s.source,
+        s.fallback_reason
+            .as_ref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    for a in &s.arrays {
+        let b = a.bitmap.as_ref();
+        println!(
+            "{} {} [{}] {}: bitmap {}, {} dirty on disk, {} with writes in flight, {} needed, oldest pending write {}",
+            a.name,
+            a.level,
+            a.members.len(),
+            a.array_state,
+            b.map(|b| format!("{} chunks of {} KiB", b.chunks, b.chunk_size_bytes / 1024))
+                .unwrap_or_else(|| "none".into()),
+            a.counts.dirty_on_disk_chunks,
+            a.counts.in_flight_chunks,
+            a.counts.needed_chunks,
+            a.oldest_pending_write_age_secs
+                .map(|s| format!("{s:.1}s"))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+}
+
+/// Starts the live agent, or says why it cannot.
+fn live_agent(arrays: &[String]) -> std::result::Result<md_bitmap::agent::Agent, String> {
+    md_bitmap::agent::Agent::start(arrays).map_err(|e| format!("{e:#}"))
+}
+
+fn run_snapshot(args: &SnapshotArgs) -> Result<()> {
+    let snap = match live_agent(&args.array) {
+        Ok(mut agent) => {
+            agent.poll()?;
+            agent.snapshot()
+        }
+        Err(why) => {
+            eprintln!("md-bitmap: live feed unavailable ({why}); showing on-disk state");
+            md_bitmap::agent::ondisk_snapshot(&args.array, &why)?
+        }
+    };
+    if !args.array.is_empty() && snap.arrays.is_empty() {
+        anyhow::bail!("no such md array: {}", args.array.join(", "));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&snap)?);
+    } else {
+        print_snapshot_text(&snap);
+    }
+    Ok(())
+}
+
+fn run_watch(args: &WatchArgs) -> Result<()> {
+    use std::io::Write;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let mut agent = match live_agent(&args.array) {
+        Ok(a) => Some(a),
+        Err(why) => {
+            eprintln!("md-bitmap: live feed unavailable ({why}); streaming on-disk state");
+            None
+        }
+    };
+    if let Some(p) = &args.ready_file {
+        std::fs::write(p, b"")?;
+    }
+    let interval = Duration::from_secs_f64(args.interval.max(0.01));
+    let reconcile = Duration::from_secs_f64(args.reconcile.max(0.1));
+    let mut next = Instant::now();
+    let mut printed = 0u64;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let stopping = stop.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(a) = agent.as_mut() {
+            a.poll()?;
+            a.maintain(reconcile)?;
+        }
+        if Instant::now() >= next || stopping {
+            next += interval;
+            let snap = match agent.as_ref() {
+                Some(a) => a.snapshot(),
+                None => md_bitmap::agent::ondisk_snapshot(&args.array, "no BPF")?,
+            };
+            if args.ndjson {
+                serde_json::to_writer(&mut out, &snap)?;
+                out.write_all(b"\n")?;
+            } else {
+                print_snapshot_text(&snap);
+            }
+            out.flush()?;
+            printed += 1;
+            if args.count.is_some_and(|c| printed >= c) || stopping {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Ok(())
 }
 
@@ -169,6 +378,9 @@ fn main() -> ExitCode {
         Command::Events(a) => run_events(a),
         Command::Abi => run_abi(),
         Command::Inspect(a) => md_bitmap::inspect::run(a),
+        Command::Snapshot(a) => run_snapshot(a),
+        Command::Watch(a) => run_watch(a),
+        Command::Verify(a) => run_verify(a),
         Command::KernelState(a) => run_kernel_state(a),
     };
     match r {

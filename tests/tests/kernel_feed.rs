@@ -34,6 +34,9 @@ fn run(series: Series) {
     }
     script += "sleep 1\n";
     script += &stop_events("ev");
+    // The live snapshot and stream, for the schema check below.
+    script += "md-bitmap snapshot --json > /out/snap.json 2>/out/snap.err || { cat /out/snap.err; exit 4; }\n";
+    script += "md-bitmap watch --ndjson --interval 0.5 --count 3 > /out/watch.ndjson 2>/out/watch.err || { cat /out/watch.err; exit 5; }\n";
     let payload = Payload::script(script)
         .array(ArraySpec::new(1, 2))
         .timeout(Duration::from_secs(240));
@@ -68,6 +71,35 @@ fn run(series: Series) {
     // Each write is accounted exactly once by the bitmap on raid1.
     let starts = events.iter().filter(|e| kind(e) == "start_write").count();
     assert_eq!(starts, WRITES.len(), "{}: start_write count", r.release);
+    // Real snapshot output validates against the committed JSON Schema.
+    let schema = md_bitmap::mirror::snapshot::json_schema();
+    let v = jsonschema::validator_for(&schema).unwrap();
+    let mut docs = vec![serde_json::from_str::<Value>(&r.out_file("snap.json").unwrap()).unwrap()];
+    docs.extend(ndjson(&r.out_file("watch.ndjson").unwrap()));
+    assert_eq!(
+        docs.len(),
+        4,
+        "{}: one snapshot and three streamed",
+        r.release
+    );
+    for d in &docs {
+        let errs: Vec<String> = v.iter_errors(d).map(|e| e.to_string()).collect();
+        assert!(
+            errs.is_empty(),
+            "{}: snapshot violates the schema: {errs:?}",
+            r.release
+        );
+        assert_eq!(d["source"], "live", "{}: {d}", r.release);
+        assert_eq!(d["arrays"][0]["name"], "md0");
+    }
+    // The writes above dirtied chunks; the daemon (time_base 5 s) clears them 10-15 s after the
+    // last write, after the one-shot snapshot was taken.
+    let md0 = &docs[0]["arrays"][0];
+    assert!(
+        md0["counts"]["dirty_on_disk_chunks"].as_u64().unwrap() > 0,
+        "{}: {md0}",
+        r.release
+    );
     let err = r.out_file("ev.err").unwrap();
     assert!(
         err.contains("dropped 0"),

@@ -13,6 +13,7 @@ use crate::kernels::{self, Series};
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "mdadm",
+    "dmsetup",
     "busybox-static",
     "kmod",
     "xz-utils",

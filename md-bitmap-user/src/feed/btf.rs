@@ -173,6 +173,14 @@ impl Btf {
         Self::parse_split(&base, Some(&m))
     }
 
+    /// Reads `/sys/kernel/btf/vmlinux` alone.
+    pub fn load_vmlinux() -> Result<Self> {
+        let base = Path::new("/sys/kernel/btf/vmlinux");
+        let base = std::fs::read(base)
+            .with_context(|| format!("cannot read {} (kernel without BTF?)", base.display()))?;
+        Self::parse_split(&base, None)
+    }
+
     /// Parses a base BTF and, optionally, a split BTF on top of it.
     pub fn parse_split(base: &[u8], module: Option<&[u8]>) -> Result<Self> {
         let base_raw = split(base)?;

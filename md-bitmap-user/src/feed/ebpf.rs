@@ -1,48 +1,17 @@
 //! Loading md-bitmap's eBPF programs into the running kernel and reading their ring buffer.
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::Ebpf;
 use aya::maps::{Array as BpfArray, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{KProbe, TracePoint};
-use md_bitmap_common::{Counter, PEEK_MAX, PeekReply, PeekRequest, Record};
+use aya::programs::{KProbe, RawTracePoint, TracePoint};
+use md_bitmap_common::{BioLayout, Counter, PEEK_MAX, PeekReply, PeekRequest, Record};
 
 use super::record::DevNum;
 use super::symbols::BitmapAbi;
 
 /// The eBPF object built by build.rs (empty when built with `AYA_BUILD_SKIP=1`).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/md-bitmap"));
-
-/// Block tracepoint fields the eBPF programs read at fixed offsets: checked against the running
-/// kernel's format files before attaching, so a kernel that moved them fails loudly.
-const TRACEPOINT_LAYOUT: &[(&str, &[(&str, usize)])] = &[
-    (
-        "block_bio_queue",
-        &[("dev", 8), ("sector", 16), ("nr_sector", 24), ("rwbs", 28)],
-    ),
-    (
-        "block_bio_complete",
-        &[
-            ("dev", 8),
-            ("sector", 16),
-            ("nr_sector", 24),
-            ("error", 28),
-            ("rwbs", 32),
-        ],
-    ),
-    (
-        "block_bio_remap",
-        &[
-            ("dev", 8),
-            ("sector", 16),
-            ("nr_sector", 24),
-            ("old_dev", 28),
-            ("old_sector", 32),
-            ("rwbs", 40),
-        ],
-    ),
-];
 
 /// What [`Feed::attach`] attached.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -62,6 +31,8 @@ pub struct FeedCounters {
     pub dropped: u64,
     /// Block events on devices that are not watched.
     pub filtered: u64,
+    /// Program runs the kernel skipped (see [`Feed::missed`]).
+    pub missed: u64,
 }
 
 /// md-bitmap's eBPF programs, loaded and attached.
@@ -72,61 +43,20 @@ pub struct Feed {
     pub attached: Attached,
     peek_seq: u64,
     peek_attached: bool,
+    peek_ts_ns: u64,
 }
 
-fn tracefs_dir() -> Option<&'static Path> {
-    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.join("events").is_dir())
-}
-
-/// Parses a tracepoint `format` file into `field name -> offset`.
-pub fn parse_format(text: &str) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        let Some(rest) = line.strip_prefix("field:") else {
-            continue;
-        };
-        let mut decl = None;
-        let mut offset = None;
-        for part in rest.split(';') {
-            let part = part.trim();
-            if let Some(o) = part.strip_prefix("offset:") {
-                offset = o.trim().parse().ok();
-            } else if decl.is_none() && !part.is_empty() {
-                decl = Some(part.to_string());
-            }
-        }
-        if let (Some(decl), Some(offset)) = (decl, offset) {
-            // "char rwbs[8]" -> "rwbs"; "dev_t dev" -> "dev"
-            let name = decl.rsplit(' ').next().unwrap_or(&decl);
-            let name = name.split('[').next().unwrap_or(name);
-            out.insert(name.to_string(), offset);
-        }
-    }
-    out
-}
-
-fn check_tracepoint(name: &str, fields: &[(&str, usize)]) -> Result<()> {
-    let Some(dir) = tracefs_dir() else {
-        // Without tracefs we cannot check; the attach itself will fail if tracepoints are absent.
-        return Ok(());
-    };
-    let path = dir.join("events/block").join(name).join("format");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let have = parse_format(&text);
-    for (field, off) in fields {
-        match have.get(*field) {
-            Some(o) if o == off => {}
-            other => bail!(
-                "tracepoint block/{name}: field {field} is at {other:?}, md-bitmap expects offset {off}"
-            ),
-        }
-    }
-    Ok(())
+/// `struct bio` offsets for the raw block tracepoint programs, from vmlinux BTF.
+pub fn bio_layout(btf: &super::btf::Btf) -> Result<BioLayout> {
+    let off = |s: &str, p: &str| btf.offset_of(s, p).map(|(o, _)| o);
+    Ok(BioLayout {
+        bi_bdev: off("bio", "bi_bdev")?,
+        bi_opf: off("bio", "bi_opf")?,
+        bi_sector: off("bio", "bi_iter.bi_sector")?,
+        bi_size: off("bio", "bi_iter.bi_size")?,
+        bi_status: off("bio", "bi_status")?,
+        bd_dev: off("block_device", "bd_dev")?,
+    })
 }
 
 impl Feed {
@@ -151,6 +81,7 @@ impl Feed {
             attached: Attached::default(),
             peek_seq: 0,
             peek_attached: false,
+            peek_ts_ns: 0,
         })
     }
 
@@ -186,17 +117,23 @@ impl Feed {
                 .kprobes
                 .insert(prog.to_string(), func.to_string());
         }
-        for (tp, fields) in TRACEPOINT_LAYOUT {
-            check_tracepoint(tp, fields)?;
-            let p: &mut TracePoint = self
+        let btf = super::btf::Btf::load_vmlinux()?;
+        let layout = bio_layout(&btf).context("vmlinux BTF: struct bio layout")?;
+        {
+            let mut m: BpfArray<_, BioLayout> =
+                BpfArray::try_from(self.ebpf.map_mut("BIO_LAYOUT").context("no BIO_LAYOUT")?)?;
+            m.set(0, layout, 0)?;
+        }
+        for tp in ["block_bio_queue", "block_bio_complete", "block_bio_remap"] {
+            let p: &mut RawTracePoint = self
                 .ebpf
                 .program_mut(tp)
                 .ok_or_else(|| anyhow!("eBPF program {tp} missing from the object"))?
                 .try_into()?;
             p.load()
                 .with_context(|| format!("cannot load eBPF program {tp}"))?;
-            p.attach("block", tp)
-                .with_context(|| format!("cannot attach tracepoint block/{tp}"))?;
+            p.attach(tp)
+                .with_context(|| format!("cannot attach raw tracepoint {tp}"))?;
             self.attached.tracepoints.push(format!("block/{tp}"));
         }
         Ok(())
@@ -297,12 +234,54 @@ impl Feed {
         if reply.ret != 0 {
             bail!("kernel memory read at {addr:#x} failed ({})", reply.ret);
         }
+        self.peek_ts_ns = reply.ts_ns;
         Ok(reply.data[..len].to_vec())
+    }
+
+    /// CLOCK_MONOTONIC time of the last successful [`Feed::peek`], in the kernel.
+    pub fn last_peek_ts_ns(&self) -> u64 {
+        self.peek_ts_ns
     }
 
     /// Reads a little-endian u64 of kernel memory.
     pub fn peek_u64(&mut self, addr: u64) -> Result<u64> {
         Ok(u64::from_le_bytes(self.peek(addr, 8)?.try_into().unwrap()))
+    }
+
+    /// Events the kernel did not deliver to our programs because another BPF program was
+    /// running on the same CPU (`bpf_prog_info.recursion_misses`, kernel 5.12+), summed over
+    /// the attached programs. A kprobe on md's end-write fires in interrupt context and is
+    /// skipped when it interrupts one of our programs; the agent re-seeds when this grows.
+    pub fn missed(&self) -> Result<u64> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let mut total = 0;
+        for (name, prog) in self.ebpf.programs() {
+            if name == "peek" {
+                continue;
+            }
+            let Ok(fd) = prog.fd() else { continue };
+            // SAFETY: an all-zero bpf_prog_info is a valid value (plain integers and pointers
+            // the kernel fills in; we pass no buffers for it to write through).
+            let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+            let mut attr = [0u64; 16];
+            attr[0] = fd.as_fd().as_raw_fd() as u32 as u64
+                | ((std::mem::size_of_val(&info) as u64) << 32);
+            attr[1] = &mut info as *mut _ as u64;
+            // SAFETY: BPF_OBJ_GET_INFO_BY_FD reads `attr` (bpf_fd, info_len, info pointer) and
+            // writes at most info_len bytes to `info`, which outlives the call.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    aya_obj::generated::bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
+                    attr.as_mut_ptr(),
+                    std::mem::size_of_val(&attr) as libc::c_long,
+                )
+            };
+            if r == 0 {
+                total += info.recursion_misses;
+            }
+        }
+        Ok(total)
     }
 
     /// Feed statistics summed over CPUs.
@@ -315,36 +294,7 @@ impl Feed {
             emitted: sum(Counter::Emitted)?,
             dropped: sum(Counter::Dropped)?,
             filtered: sum(Counter::Filtered)?,
+            missed: self.missed().unwrap_or(0),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const QUEUE_FORMAT_6_1: &str = "name: block_bio_queue
-ID: 1234
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
-\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
-\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
-
-\tfield:dev_t dev;\toffset:8;\tsize:4;\tsigned:0;
-\tfield:sector_t sector;\toffset:16;\tsize:8;\tsigned:0;
-\tfield:unsigned int nr_sector;\toffset:24;\tsize:4;\tsigned:0;
-\tfield:char rwbs[8];\toffset:28;\tsize:8;\tsigned:0;
-\tfield:char comm[16];\toffset:36;\tsize:16;\tsigned:0;
-";
-
-    #[test]
-    fn parses_tracepoint_format_offsets() {
-        let f = parse_format(QUEUE_FORMAT_6_1);
-        assert_eq!(f["dev"], 8);
-        assert_eq!(f["sector"], 16);
-        assert_eq!(f["nr_sector"], 24);
-        assert_eq!(f["rwbs"], 28);
-        assert_eq!(f["comm"], 36);
     }
 }

@@ -21,6 +21,8 @@ pub struct Layout {
     mddev_bitmap: u32,
     mddev_events: u32,
     mddev_degraded: u32,
+    mddev_daemon_sleep: u32,
+    bitmap_daemon_lastrun: u32,
     bitmap_counts_bp: u32,
     bitmap_counts_pages: u32,
     bitmap_counts_missing_pages: u32,
@@ -58,6 +60,8 @@ impl Layout {
             mddev_bitmap: off("mddev", "bitmap")?,
             mddev_events: off("mddev", "events")?,
             mddev_degraded: off("mddev", "degraded")?,
+            mddev_daemon_sleep: off("mddev", "bitmap_info.daemon_sleep")?,
+            bitmap_daemon_lastrun: off("bitmap", "daemon_lastrun")?,
             bitmap_counts_bp: off("bitmap", "counts.bp")?,
             bitmap_counts_pages: off("bitmap", "counts.pages")?,
             bitmap_counts_missing_pages: off("bitmap", "counts.missing_pages")?,
@@ -101,6 +105,13 @@ pub struct KernelBitmap {
     pub degraded: u32,
     /// `bitmap->events_cleared`.
     pub events_cleared: u64,
+    /// `mddev->bitmap_info.daemon_sleep` in jiffies.
+    pub daemon_sleep_jiffies: u64,
+    /// `bitmap->daemon_lastrun` in jiffies.
+    pub daemon_lastrun_jiffies: u64,
+    /// `bpf_ktime_get_ns()` when the counter pages were read (CLOCK_MONOTONIC): events
+    /// stamped before it are already reflected in `counters`.
+    pub read_ts_ns: u64,
     /// `bitmap->need_sync`.
     pub need_sync: bool,
     /// `bitmap->allclean`.
@@ -131,12 +142,19 @@ pub struct KernelStateReader {
     all_mddevs: u64,
 }
 
+/// Little-endian u64 at `o`; 0 if `b` is too short (callers read enough; this only keeps a
+/// layout mistake from panicking).
 fn u64_at(b: &[u8], o: u32) -> u64 {
-    u64::from_le_bytes(b[o as usize..o as usize + 8].try_into().unwrap())
+    b.get(o as usize..o as usize + 8)
+        .map(|s| u64::from_le_bytes(s.try_into().unwrap()))
+        .unwrap_or(0)
 }
 
+/// Little-endian u32 at `o`; 0 if `b` is too short.
 fn u32_at(b: &[u8], o: u32) -> u32 {
-    u32::from_le_bytes(b[o as usize..o as usize + 4].try_into().unwrap())
+    b.get(o as usize..o as usize + 4)
+        .map(|s| u32::from_le_bytes(s.try_into().unwrap()))
+        .unwrap_or(0)
 }
 
 impl KernelStateReader {
@@ -177,13 +195,25 @@ impl KernelStateReader {
         bail!("array {dev} is not on md's all_mddevs list")
     }
 
+    /// Address of the array's `struct bitmap` (0 when it has none).
+    pub fn bitmap_addr(&self, feed: &mut Feed, mddev: u64) -> Result<u64> {
+        feed.peek_u64(mddev + self.layout.mddev_bitmap as u64)
+    }
+
     /// Reads the bitmap state of the array whose `struct mddev` is at `mddev`.
     pub fn read(&self, feed: &mut Feed, mddev: u64) -> Result<KernelBitmap> {
         let l = &self.layout;
-        let md = feed.peek(
-            mddev,
-            (l.mddev_bitmap.max(l.mddev_events).max(l.mddev_degraded) + 8) as usize,
-        )?;
+        let md_end = [
+            l.mddev_bitmap,
+            l.mddev_events,
+            l.mddev_degraded,
+            l.mddev_daemon_sleep,
+        ]
+        .into_iter()
+        .max()
+        .unwrap()
+            + 8;
+        let md = feed.peek(mddev, md_end as usize)?;
         let bitmap = u64_at(&md, l.mddev_bitmap);
         if bitmap == 0 {
             bail!("the array has no bitmap");
@@ -201,6 +231,7 @@ impl KernelStateReader {
             l.bitmap_allclean,
             l.bitmap_behind_writes,
             l.bitmap_flags,
+            l.bitmap_daemon_lastrun,
         ]
         .into_iter()
         .max()
@@ -257,7 +288,11 @@ impl KernelStateReader {
             }
             p += n;
         }
+        let read_ts_ns = feed.last_peek_ts_ns();
         Ok(KernelBitmap {
+            daemon_sleep_jiffies: u64_at(&md, l.mddev_daemon_sleep),
+            daemon_lastrun_jiffies: u64_at(&b, l.bitmap_daemon_lastrun),
+            read_ts_ns,
             events,
             degraded,
             events_cleared: u64_at(&b, l.bitmap_events_cleared),

@@ -43,13 +43,18 @@ impl std::fmt::Display for DevNum {
     }
 }
 
-/// The `rwbs` string of a block tracepoint ("W", "WS", "FWFS", ...).
-fn rwbs(raw: u64) -> String {
-    raw.to_le_bytes()
-        .iter()
-        .take_while(|b| **b != 0)
-        .map(|b| *b as char)
-        .collect()
+/// The operation of a bio from its `bi_opf` (`REQ_OP_*` in the low 8 bits), as blktrace's
+/// rwbs letter: R(ead), W(rite), F(lush), D(iscard), Z (write zeroes), or N (other).
+fn rwbs(opf: u64) -> String {
+    match opf & 0xff {
+        0 => "R",
+        1 => "W",
+        2 => "F",
+        3 => "D",
+        9 => "Z",
+        _ => "N",
+    }
+    .to_string()
 }
 
 /// What happened, decoded for the running kernel.
@@ -141,7 +146,7 @@ pub enum EventKind {
         sectors: u64,
         /// `rwbs`.
         rwbs: String,
-        /// Error code (0 on success).
+        /// The bio's `bi_status` (0 on success).
         error: i32,
     },
     /// A bio of a watched md device remapped to a member.
@@ -225,7 +230,7 @@ impl FeedEvent {
                 sector: a[0],
                 sectors: a[1],
                 rwbs: rwbs(a[2]),
-                error: a[3] as i64 as i32,
+                error: a[3] as u8 as i32,
             },
             RecordKind::BioRemap => EventKind::BioRemap {
                 dev: DevNum::from_kernel(rec.dev),
@@ -258,8 +263,9 @@ mod tests {
     }
 
     #[test]
-    fn rwbs_stops_at_nul() {
-        assert_eq!(rwbs(u64::from_le_bytes(*b"WS\0\0\0\0\0\0")), "WS");
-        assert_eq!(rwbs(u64::from_le_bytes(*b"FWFSM\0\0\0")), "FWFSM");
+    fn op_letters_follow_req_op() {
+        assert_eq!(rwbs(1 | (1 << 11)), "W");
+        assert_eq!(rwbs(0), "R");
+        assert_eq!(rwbs(3), "D");
     }
 }

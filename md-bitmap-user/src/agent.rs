@@ -1,0 +1,500 @@
+//! The agent: wires the live feed, sysfs, the on-disk bitmap and the kernel's counters to the
+//! [`Mirror`]. All I/O of the live mirror happens here; the mirror and the engine stay pure.
+//!
+//! Start-up: load and attach the eBPF programs, find the arrays in sysfs, and seed each array's
+//! engine from the on-disk bitmap plus, where md_mod's BTF and kallsyms allow, the kernel's own
+//! counters (read through BPF), discarding ring-buffer events older than the seed. Then
+//! [`Agent::poll`] applies events as they come and [`Agent::maintain`] follows arrays that appear
+//! or stop, members that change, bitmaps added or removed, reconciles with the on-disk bitmap
+//! (drift) and re-seeds after ring-buffer drops.
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::engine::{BitmapGeometry, KernelVariant};
+use crate::feed::ebpf::Feed;
+use crate::feed::kstate::KernelStateReader;
+use crate::feed::{BitmapAbi, FeedEvent, KernelSymbols};
+use crate::mirror::snapshot::{SCHEMA_VERSION, Snapshot};
+use crate::mirror::{Mirror, MirrorArray, variant_for};
+use crate::ondisk::read_member;
+use crate::sysfs::{ArrayInfo, Sysfs};
+
+/// CLOCK_MONOTONIC in nanoseconds (the clock of `bpf_ktime_get_ns`).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Wall clock in Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The on-disk bitmap of an array, read from its first in-sync member.
+pub struct DiskBitmap {
+    /// Bit area bytes (chunk i in byte i/8, bit i%8).
+    pub bits: Vec<u8>,
+    /// Bitmap geometry.
+    pub geometry: BitmapGeometry,
+    /// `events` of the bitmap superblock.
+    pub events: u64,
+    /// `events_cleared`.
+    pub events_cleared: u64,
+}
+
+/// Reads the on-disk bitmap of `info` from its first in-sync member (with O_DIRECT).
+pub fn read_disk_bitmap(info: &ArrayInfo) -> Result<DiskBitmap> {
+    let m = info
+        .members
+        .iter()
+        .find(|m| m.in_sync() && !m.faulty())
+        .with_context(|| {
+            format!(
+                "{} has no in-sync member to read the bitmap from",
+                info.name
+            )
+        })?;
+    let path = Path::new("/dev").join(&m.name);
+    let (_, mb) = read_member(&path)?;
+    let g = mb
+        .geometry
+        .with_context(|| format!("{}: no classic bitmap on {}", info.name, path.display()))?;
+    let geometry = BitmapGeometry::new(g.chunk_size_bytes, mb.bitmap.sync_size_sectors)
+        .map_err(|e| anyhow::anyhow!("{}: bitmap geometry: {e:?}", info.name))?;
+    let mut bits = vec![0u8; g.chunks.div_ceil(8) as usize];
+    for r in mb.dirty().dirty_ranges {
+        for c in r {
+            bits[(c / 8) as usize] |= 1 << (c % 8);
+        }
+    }
+    Ok(DiskBitmap {
+        bits,
+        geometry,
+        events: mb.bitmap.events,
+        events_cleared: mb.bitmap.events_cleared,
+    })
+}
+
+/// The live agent.
+pub struct Agent {
+    feed: Feed,
+    abi: BitmapAbi,
+    variant: KernelVariant,
+    kstate: Option<KernelStateReader>,
+    kstate_error: Option<String>,
+    sysfs: Sysfs,
+    filter: Vec<String>,
+    /// The mirror.
+    pub mirror: Mirror,
+    last_drops: u64,
+    /// Drift at the previous reconciliation, per array (re-seed when it persists).
+    prev_drift: std::collections::HashMap<String, u64>,
+    last_maintain: Instant,
+    /// Decoded events drained but not yet applied (see [`Agent::verify`]).
+    backlog: std::collections::VecDeque<FeedEvent>,
+    event_log: Option<Box<dyn std::io::Write + Send>>,
+}
+
+/// One comparison of an array's mirror with the kernel's own state ([`Agent::verify`]).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct VerifyRecord {
+    /// Always `"verify"`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// CLOCK_MONOTONIC ns of the kernel read.
+    pub ts_ns: u64,
+    /// Array.
+    pub array: String,
+    /// Chunks compared.
+    pub chunks: u64,
+    /// Chunks whose full 16-bit counter differs between mirror and kernel.
+    pub counter_mismatches: u64,
+    /// Chunks with writes in flight (COUNTER > 2) in the kernel.
+    pub kernel_in_flight_chunks: u64,
+    /// Chunks with writes in flight in the mirror.
+    pub mirror_in_flight_chunks: u64,
+    /// Chunks in flight in one but not the other.
+    pub in_flight_mismatches: u64,
+    /// Ring-buffer drops so far (all arrays).
+    pub drops: u64,
+    /// Program runs the kernel skipped so far (all arrays).
+    pub missed: u64,
+    /// First few mismatching chunks as (chunk, mirror, kernel).
+    pub examples: Vec<(u64, u16, u16)>,
+    /// Chunks dirty on disk in the mirror.
+    pub mirror_disk_dirty: u64,
+    /// Chunks dirty in the real on-disk bitmap (read with O_DIRECT after the kernel read).
+    pub disk_dirty: Option<u64>,
+    /// Chunks whose on-disk bit differs between mirror and disk.
+    pub disk_mismatches: Option<u64>,
+    /// No write pending in the mirror or the kernel, and no bio in flight: a quiescent point.
+    pub quiescent: bool,
+}
+
+impl Agent {
+    /// Starts the agent on every array (or those named in `filter`).
+    pub fn start(filter: &[String]) -> Result<Self> {
+        let syms = KernelSymbols::load()?;
+        let abi = BitmapAbi::resolve(&syms)?;
+        let variant = variant_for(&abi);
+        let mut feed = Feed::load()?;
+        feed.attach(&abi)?;
+        let (kstate, kstate_error) =
+            match KernelStateReader::new(&syms).and_then(|r| feed.attach_peek().map(|_| r)) {
+                Ok(r) => (Some(r), None),
+                Err(e) => (None, Some(format!("{e:#}"))),
+            };
+        let mut agent = Agent {
+            feed,
+            abi,
+            variant,
+            kstate,
+            kstate_error,
+            sysfs: Sysfs::default(),
+            filter: filter.to_vec(),
+            mirror: Mirror::default(),
+            last_drops: 0,
+            prev_drift: Default::default(),
+            last_maintain: Instant::now(),
+            backlog: Default::default(),
+            event_log: None,
+        };
+        agent.rescan()?;
+        Ok(agent)
+    }
+
+    /// The resolved kernel ABI.
+    pub fn abi(&self) -> &BitmapAbi {
+        &self.abi
+    }
+
+    /// Why the kernel-counter reader is unavailable, if it is.
+    pub fn kstate_error(&self) -> Option<&str> {
+        self.kstate_error.as_deref()
+    }
+
+    fn wanted(&self, name: &str) -> bool {
+        self.filter.is_empty()
+            || self
+                .filter
+                .iter()
+                .any(|f| f == name || f.trim_start_matches("/dev/") == name)
+    }
+
+    fn seed(&mut self, a: &mut MirrorArray) -> Result<()> {
+        if a.info.bitmap.is_none() {
+            a.bitmap = None;
+            return Ok(());
+        }
+        let disk = read_disk_bitmap(&a.info)?;
+        let kernel = match &self.kstate {
+            Some(r) => {
+                let mddev = r.find_mddev(&mut self.feed, a.info.dev)?;
+                a.mddev = Some(mddev);
+                let k = r.read(&mut self.feed, mddev)?;
+                a.bitmap_addr = Some(r.bitmap_addr(&mut self.feed, mddev)?);
+                Some(k)
+            }
+            None => None,
+        };
+        a.seed(
+            self.variant,
+            disk.geometry,
+            &disk.bits,
+            kernel.as_ref().map(|k| k.events).unwrap_or(disk.events),
+            disk.events_cleared,
+            kernel.as_ref(),
+        );
+        a.last_reconcile_ns = Some(monotonic_ns());
+        Ok(())
+    }
+
+    /// Finds arrays that appeared, stopped, or changed (members, bitmap added or removed).
+    pub fn rescan(&mut self) -> Result<()> {
+        let present = self.sysfs.arrays()?;
+        let names: Vec<String> = self.mirror.arrays.keys().cloned().collect();
+        for n in names {
+            if !present.iter().any(|a| a.name == n)
+                && let Some(a) = self.mirror.remove(&n)
+            {
+                let _ = self.feed.unwatch_dev(a.info.dev);
+            }
+        }
+        for r in present {
+            if !self.wanted(&r.name) {
+                continue;
+            }
+            let Ok(info) = self.sysfs.array_info(&r) else {
+                continue;
+            };
+            if info.level.is_empty() || info.array_state == "inactive" {
+                continue;
+            }
+            let reseed = match self.mirror.arrays.get(&r.name) {
+                None => true,
+                Some(old) => {
+                    old.info.bitmap.is_some() != info.bitmap.is_some()
+                        || old.info.bitmap.as_ref().map(|b| b.chunk_size_bytes)
+                            != info.bitmap.as_ref().map(|b| b.chunk_size_bytes)
+                }
+            };
+            if reseed {
+                self.feed.watch_dev(info.dev)?;
+                let mut a = MirrorArray::new(info);
+                if let Err(e) = self.seed(&mut a) {
+                    eprintln!("md-bitmap: {}: cannot seed the mirror: {e:#}", a.info.name);
+                }
+                self.mirror.insert(a);
+            } else if let Some(a) = self.mirror.arrays.get_mut(&r.name) {
+                a.info = info;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies every applied event to `w` as NDJSON (for debugging the mirror).
+    pub fn log_events_to(&mut self, w: Box<dyn std::io::Write + Send>) {
+        self.event_log = Some(w);
+    }
+
+    fn apply(&mut self, ev: &FeedEvent) {
+        if let Some(w) = self.event_log.as_mut() {
+            let _ = serde_json::to_writer(&mut *w, ev);
+            let _ = w.write_all(b"\n");
+        }
+        self.mirror.apply(ev);
+    }
+
+    fn drain_to_backlog(&mut self) -> Result<usize> {
+        let mut batch = Vec::new();
+        self.feed.drain(|r| batch.push(*r))?;
+        for r in &batch {
+            if let Some(ev) = FeedEvent::decode(r, &self.abi) {
+                self.backlog.push_back(ev);
+            }
+        }
+        Ok(batch.len())
+    }
+
+    /// Applies every event waiting in the ring buffer; returns how many.
+    pub fn poll(&mut self) -> Result<usize> {
+        let n = self.drain_to_backlog()?;
+        while let Some(ev) = self.backlog.pop_front() {
+            self.apply(&ev);
+        }
+        Ok(n)
+    }
+
+    /// Compares every mirrored array with the kernel's own counters (read from kernel memory,
+    /// see [`crate::feed::kstate`]) at one instant: events stamped up to the kernel read are
+    /// applied first, later ones wait. Then compares the mirrored on-disk bits with the real
+    /// on-disk bitmap.
+    pub fn verify(&mut self) -> Result<Vec<VerifyRecord>> {
+        let names: Vec<String> = self.mirror.arrays.keys().cloned().collect();
+        let mut out = Vec::new();
+        for n in names {
+            let Some(mddev) = self.mirror.arrays.get(&n).and_then(|a| a.mddev) else {
+                continue;
+            };
+            if self.mirror.arrays[&n].bitmap.is_none() {
+                continue;
+            }
+            let r = self
+                .kstate
+                .as_ref()
+                .context("kernel counters are not readable on this kernel")?;
+            let k = r.read(&mut self.feed, mddev)?;
+            self.drain_to_backlog()?;
+            let mut later = std::collections::VecDeque::new();
+            while let Some(ev) = self.backlog.pop_front() {
+                if ev.ts_ns <= k.read_ts_ns {
+                    self.apply(&ev);
+                } else {
+                    later.push_back(ev);
+                }
+            }
+            self.backlog = later;
+            let fc = self.feed.counters()?;
+            let a = &self.mirror.arrays[&n];
+            let bm = a.bitmap.as_ref().unwrap();
+            let mine = bm.counters();
+            let count = |raw: u16| raw & crate::engine::COUNTER_MAX;
+            let (mut cm, mut kin, mut min, mut im) = (0, 0, 0, 0);
+            let mut examples = Vec::new();
+            for (c, kv) in k.counters.iter().enumerate() {
+                let mv = mine.get(c).copied().unwrap_or(0);
+                if mv != *kv {
+                    cm += 1;
+                    if examples.len() < 8 {
+                        examples.push((c as u64, mv, *kv));
+                    }
+                }
+                let (ki, mi) = (count(*kv) > 2, count(mv) > 2);
+                kin += ki as u64;
+                min += mi as u64;
+                im += (ki != mi) as u64;
+            }
+            let quiescent = kin == 0
+                && a.oldest_pending_write_ns().is_none()
+                && a.oldest_pending_bio_ns().is_none();
+            let (disk_dirty, disk_mismatches) = match read_disk_bitmap(&a.info) {
+                Ok(d) => (
+                    Some(d.bits.iter().map(|b| b.count_ones() as u64).sum()),
+                    Some(a.drift_against(&d.bits)),
+                ),
+                Err(_) => (None, None),
+            };
+            out.push(VerifyRecord {
+                kind: "verify".into(),
+                ts_ns: k.read_ts_ns,
+                array: n.clone(),
+                chunks: k.counters.len() as u64,
+                counter_mismatches: cm,
+                kernel_in_flight_chunks: kin,
+                mirror_in_flight_chunks: min,
+                in_flight_mismatches: im,
+                drops: fc.dropped,
+                missed: fc.missed,
+                examples,
+                mirror_disk_dirty: bm.summary().disk_dirty_chunks,
+                disk_dirty,
+                disk_mismatches,
+                quiescent,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Compares each mirror with its on-disk bitmap; re-seeds an array whose drift persisted
+    /// over two reconciliations, and every array after ring-buffer drops.
+    pub fn reconcile(&mut self) -> Result<()> {
+        let drops = self.feed.counters()?.dropped;
+        let dropped = drops > self.last_drops;
+        self.last_drops = drops;
+        let names: Vec<String> = self.mirror.arrays.keys().cloned().collect();
+        for n in names {
+            let Some(mut a) = self.mirror.remove(&n) else {
+                continue;
+            };
+            if a.bitmap.is_some() {
+                match read_disk_bitmap(&a.info) {
+                    Ok(disk) => {
+                        let drift = a.drift_against(&disk.bits);
+                        a.health.drift_chunks = drift;
+                        a.last_reconcile_ns = Some(monotonic_ns());
+                        let persisted =
+                            drift > 0 && self.prev_drift.get(&n).copied().unwrap_or(0) > 0;
+                        self.prev_drift.insert(n.clone(), drift);
+                        if (dropped || persisted)
+                            && let Err(e) = self.seed(&mut a)
+                        {
+                            eprintln!("md-bitmap: {n}: re-seed failed: {e:#}");
+                        }
+                    }
+                    Err(e) => eprintln!("md-bitmap: {n}: cannot read the on-disk bitmap: {e:#}"),
+                }
+            }
+            self.mirror.insert(a);
+        }
+        Ok(())
+    }
+
+    /// Rescans and reconciles when `every` has passed since the last time.
+    pub fn maintain(&mut self, every: Duration) -> Result<()> {
+        if self.last_maintain.elapsed() >= every {
+            self.last_maintain = Instant::now();
+            self.rescan()?;
+            self.reconcile()?;
+        }
+        Ok(())
+    }
+
+    /// Ring-buffer drops so far.
+    pub fn drops(&self) -> u64 {
+        self.feed.counters().map(|c| c.dropped).unwrap_or(0)
+    }
+
+    /// A snapshot of every array now.
+    pub fn snapshot(&self) -> Snapshot {
+        let now = monotonic_ns();
+        let drops = self.drops();
+        Snapshot {
+            schema_version: SCHEMA_VERSION,
+            kind: "snapshot".into(),
+            time_unix_ms: unix_ms(),
+            source: "live".into(),
+            fallback_reason: None,
+            arrays: self
+                .mirror
+                .arrays
+                .values()
+                .map(|a| a.snapshot(now, drops))
+                .collect(),
+        }
+    }
+
+    /// The kernel's own bitmap state of an array (the oracle), when readable.
+    pub fn kernel_state(&mut self, name: &str) -> Result<crate::feed::kstate::KernelBitmap> {
+        let r = self
+            .kstate
+            .as_ref()
+            .context("kernel counters are not readable on this kernel")?;
+        let a = self.mirror.arrays.get(name).context("no such array")?;
+        let mddev = match a.mddev {
+            Some(m) => m,
+            None => r.find_mddev(&mut self.feed, a.info.dev)?,
+        };
+        r.read(&mut self.feed, mddev)
+    }
+}
+
+/// A snapshot without BPF: sysfs and the on-disk bitmap only (nothing about writes in flight).
+pub fn ondisk_snapshot(filter: &[String], reason: &str) -> Result<Snapshot> {
+    let sysfs = Sysfs::default();
+    let mut arrays = Vec::new();
+    let now = monotonic_ns();
+    for r in sysfs.arrays()? {
+        if !filter.is_empty()
+            && !filter
+                .iter()
+                .any(|f| f.trim_start_matches("/dev/") == r.name)
+        {
+            continue;
+        }
+        let info = sysfs.array_info(&r)?;
+        let mut a = MirrorArray::new(info);
+        if a.info.bitmap.is_some() {
+            match read_disk_bitmap(&a.info) {
+                Ok(d) => a.seed(
+                    KernelVariant::default(),
+                    d.geometry,
+                    &d.bits,
+                    d.events,
+                    d.events_cleared,
+                    None,
+                ),
+                Err(e) => eprintln!("md-bitmap: {}: {e:#}", a.info.name),
+            }
+        }
+        a.last_reconcile_ns = Some(now);
+        arrays.push(a.snapshot(now, 0));
+    }
+    Ok(Snapshot {
+        schema_version: SCHEMA_VERSION,
+        kind: "snapshot".into(),
+        time_unix_ms: unix_ms(),
+        source: "ondisk".into(),
+        fallback_reason: Some(reason.to_string()),
+        arrays,
+    })
+}

@@ -1,0 +1,498 @@
+//! The live mirror: one engine [`Bitmap`] per md array, driven by decoded kernel events.
+//!
+//! No I/O here: the agent ([`crate::agent`]) reads sysfs, the on-disk bitmap and the kernel's
+//! counters to seed and reconcile, and feeds [`FeedEvent`]s in; [`Mirror::snapshot`] is the
+//! read side for every view and exporter.
+pub mod snapshot;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use crate::engine::{Bitmap, BitmapConfig, BitmapGeometry, Counter, KernelVariant};
+use crate::feed::record::{DevNum, EventKind};
+use crate::feed::symbols::{BitmapAbi, WriteArgs};
+use crate::feed::{FeedEvent, kstate::KernelBitmap};
+use crate::sysfs::ArrayInfo;
+use snapshot::{ArraySnapshot, BitmapGeometrySnapshot, Counts, FeedHealth, MemberSnapshot, ranges};
+
+/// The engine variant for the running kernel's bitmap ABI.
+pub fn variant_for(abi: &BitmapAbi) -> KernelVariant {
+    match (abi.write_args, abi.first_arg_is_mddev) {
+        (WriteArgs::Plain, _) => KernelVariant::V6_14,
+        (WriteArgs::SuccessBehind, true) => KernelVariant::V6_12,
+        (WriteArgs::SuccessBehind, false) => KernelVariant::V6_1,
+    }
+}
+
+/// How a mirrored array was seeded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seed {
+    /// From the kernel's own counters (exact) plus the on-disk bits.
+    Kernel,
+    /// From the on-disk bits only (writes in flight at start are unknown).
+    OnDisk,
+}
+
+/// One mirrored array.
+pub struct MirrorArray {
+    /// What sysfs said at the last rescan.
+    pub info: ArrayInfo,
+    /// The engine model, when the array has a bitmap.
+    pub bitmap: Option<Bitmap>,
+    /// Kernel address of the array's `struct mddev`, when known.
+    pub mddev: Option<u64>,
+    /// Kernel address of its `struct bitmap`, when known.
+    pub bitmap_addr: Option<u64>,
+    /// How it was seeded.
+    pub seed: Option<Seed>,
+    /// Events stamped before this (CLOCK_MONOTONIC ns) are already in the seed.
+    pub seed_ts_ns: u64,
+    /// Start-writes without their end-write: (offset, sectors) -> start times (ns).
+    pending_writes: HashMap<(u64, u64), VecDeque<u64>>,
+    /// Write bios queued on the array and not completed: (sector, sectors) -> queue times.
+    pending_bios: HashMap<(u64, u64), VecDeque<u64>>,
+    /// Feed health.
+    pub health: FeedHealth,
+    /// Monotonic ns of the last reconciliation.
+    pub last_reconcile_ns: Option<u64>,
+}
+
+impl MirrorArray {
+    /// A mirror of an array with no engine state yet.
+    pub fn new(info: ArrayInfo) -> Self {
+        Self {
+            info,
+            bitmap: None,
+            mddev: None,
+            bitmap_addr: None,
+            seed: None,
+            seed_ts_ns: 0,
+            pending_writes: HashMap::new(),
+            pending_bios: HashMap::new(),
+            health: FeedHealth::default(),
+            last_reconcile_ns: None,
+        }
+    }
+
+    /// The oldest pending start-write's start time (ns).
+    pub fn oldest_pending_write_ns(&self) -> Option<u64> {
+        self.pending_writes
+            .values()
+            .filter_map(|q| q.front().copied())
+            .min()
+    }
+
+    /// The oldest in-flight write bio's queue time (ns).
+    pub fn oldest_pending_bio_ns(&self) -> Option<u64> {
+        self.pending_bios
+            .values()
+            .filter_map(|q| q.front().copied())
+            .min()
+    }
+
+    /// Pending start-writes as (offset, sectors, started ns), oldest first.
+    pub fn pending_writes(&self) -> Vec<(u64, u64, u64)> {
+        let mut v: Vec<(u64, u64, u64)> = self
+            .pending_writes
+            .iter()
+            .flat_map(|((o, s), q)| q.iter().map(move |t| (*o, *s, *t)))
+            .collect();
+        v.sort_by_key(|x| x.2);
+        v
+    }
+
+    /// Seeds the engine. `disk_bits` is the on-disk bit area (chunk i in byte i/8, bit i%8);
+    /// `kernel`, when readable, gives the exact counters and daemon timing.
+    pub fn seed(
+        &mut self,
+        variant: KernelVariant,
+        geo: BitmapGeometry,
+        disk_bits: &[u8],
+        events: u64,
+        events_cleared: u64,
+        kernel: Option<&KernelBitmap>,
+    ) {
+        // Daemon timing in jiffies: the kernel's own values when known, else HZ=250 from sysfs.
+        let (sleep, lastrun) = match kernel {
+            Some(k) => (k.daemon_sleep_jiffies, k.daemon_lastrun_jiffies),
+            None => (
+                self.info
+                    .bitmap
+                    .as_ref()
+                    .map(|b| (b.time_base_secs * 250.0) as u64)
+                    .unwrap_or(1250),
+                0,
+            ),
+        };
+        let mut bm = Bitmap::new(geo, BitmapConfig::new(variant, sleep.max(1)), lastrun);
+        bm.seed_from_disk(disk_bits, events, events_cleared);
+        if let Some(k) = kernel {
+            for (i, raw) in k.counters.iter().enumerate() {
+                if bm.counters().get(i).copied() != Some(*raw) {
+                    bm.set_counter(i as u64, *raw);
+                }
+            }
+            bm.set_events(k.events);
+            self.seed_ts_ns = k.read_ts_ns;
+            self.seed = Some(Seed::Kernel);
+        } else {
+            self.seed = Some(Seed::OnDisk);
+        }
+        if self.bitmap.is_some() {
+            self.health.reseeds += 1;
+        }
+        self.pending_writes.clear();
+        self.bitmap = Some(bm);
+    }
+
+    fn apply(&mut self, ev: &FeedEvent) {
+        if ev.ts_ns < self.seed_ts_ns {
+            return;
+        }
+        let degraded = self.info.degraded > 0;
+        match &ev.kind {
+            EventKind::BioQueue {
+                sector,
+                sectors,
+                rwbs,
+                ..
+            } if rwbs.contains('W') && *sectors > 0 => {
+                self.pending_bios
+                    .entry((*sector, *sectors))
+                    .or_default()
+                    .push_back(ev.ts_ns);
+            }
+            EventKind::BioComplete {
+                sector, sectors, ..
+            } => {
+                if let Some(q) = self.pending_bios.get_mut(&(*sector, *sectors)) {
+                    q.pop_front();
+                    if q.is_empty() {
+                        self.pending_bios.remove(&(*sector, *sectors));
+                    }
+                }
+            }
+            _ => {}
+        }
+        let Some(bm) = self.bitmap.as_mut() else {
+            return;
+        };
+        match &ev.kind {
+            EventKind::StartWrite {
+                offset,
+                sectors,
+                behind,
+                ..
+            } => {
+                bm.start_write(*offset, *sectors, behind.unwrap_or(false));
+                self.pending_writes
+                    .entry((*offset, *sectors))
+                    .or_default()
+                    .push_back(ev.ts_ns);
+                self.health.events += 1;
+            }
+            EventKind::EndWrite {
+                offset,
+                sectors,
+                success,
+                behind,
+                ..
+            } => {
+                bm.end_write(
+                    *offset,
+                    *sectors,
+                    success.unwrap_or(true),
+                    behind.unwrap_or(false),
+                    degraded,
+                );
+                if let Some(q) = self.pending_writes.get_mut(&(*offset, *sectors)) {
+                    q.pop_front();
+                    if q.is_empty() {
+                        self.pending_writes.remove(&(*offset, *sectors));
+                    }
+                }
+                self.health.events += 1;
+            }
+            EventKind::DaemonWork { .. } => {
+                bm.daemon_work(ev.jiffies);
+                self.health.events += 1;
+            }
+            EventKind::Unplug { .. } => {
+                bm.unplug();
+                self.health.events += 1;
+            }
+            EventKind::StartSync {
+                offset, degraded, ..
+            } => {
+                bm.start_sync(*offset, *degraded);
+                self.health.events += 1;
+            }
+            EventKind::EndSync { offset, .. } => {
+                bm.end_sync_op(*offset);
+                self.health.events += 1;
+            }
+            EventKind::CloseSync { .. } => {
+                bm.close_sync();
+                self.health.events += 1;
+            }
+            EventKind::CondEndSync { sector, force, .. } => {
+                bm.cond_end_sync(*sector, *force, ev.jiffies);
+                self.health.events += 1;
+            }
+            _ => {}
+        }
+    }
+
+    /// Chunks whose mirrored on-disk bit differs from `disk_bits` (the real on-disk area).
+    pub fn drift_against(&self, disk_bits: &[u8]) -> u64 {
+        let Some(bm) = &self.bitmap else { return 0 };
+        let mine = bm.disk_bitmap_bytes();
+        let chunks = bm.geometry().chunks();
+        (0..chunks)
+            .filter(|c| {
+                let (b, i) = ((c / 8) as usize, c % 8);
+                let a = mine.get(b).is_some_and(|x| x >> i & 1 == 1);
+                let d = disk_bits.get(b).is_some_and(|x| x >> i & 1 == 1);
+                a != d
+            })
+            .count() as u64
+    }
+
+    /// The snapshot of this array at CLOCK_MONOTONIC `now_ns`.
+    pub fn snapshot(&self, now_ns: u64, drops: u64) -> ArraySnapshot {
+        let i = &self.info;
+        let age = |t: Option<u64>| t.map(|t| now_ns.saturating_sub(t) as f64 / 1e9);
+        let (counts, dirty, inflight, needed, bitmap) = match &self.bitmap {
+            Some(bm) => {
+                let s = bm.summary();
+                let g = bm.geometry();
+                (
+                    Counts {
+                        in_flight_chunks: s.in_flight_chunks,
+                        in_flight_writes: s.in_flight_writes,
+                        dirty_on_disk_chunks: s.disk_dirty_chunks,
+                        dirty_cached_chunks: s.cached_dirty_chunks,
+                        needed_chunks: s.needed_chunks,
+                        resync_chunks: s.resync_chunks,
+                        blocked_writers: s.blocked_writers,
+                        allocated_counter_pages: s.allocated_pages,
+                        counter_pages: s.counter_pages,
+                    },
+                    ranges(&bm.disk_dirty_ranges()),
+                    ranges(&bm.counter_ranges(|c: Counter| c.count() > 2)),
+                    ranges(&bm.counter_ranges(|c: Counter| c.needed())),
+                    i.bitmap.as_ref().map(|b| BitmapGeometrySnapshot {
+                        chunk_size_bytes: g.chunk_size(),
+                        chunks: g.chunks(),
+                        sync_size_sectors: g.sync_size(),
+                        time_base_secs: b.time_base_secs,
+                        location: b.location.clone(),
+                        metadata: b.metadata.clone(),
+                        backlog: b.backlog,
+                    }),
+                )
+            }
+            None => (Counts::default(), vec![], vec![], vec![], None),
+        };
+        let mut health = self.health.clone();
+        health.drops = drops;
+        health.last_reconcile_age_secs = age(self.last_reconcile_ns);
+        health.anomalies = self
+            .bitmap
+            .as_ref()
+            .map(|b| {
+                let a = b.anomalies();
+                a.end_write_underflow
+                    + a.end_write_unallocated
+                    + a.beyond_last_page
+                    + a.beyond_chunks
+                    + a.behind_underflow
+            })
+            .unwrap_or(0);
+        ArraySnapshot {
+            name: i.name.clone(),
+            dev: i.dev.to_string(),
+            level: i.level.clone(),
+            layout: i.layout,
+            raid_disks: i.raid_disks,
+            chunk_size_bytes: i.chunk_size_bytes,
+            metadata_version: i.metadata_version.clone(),
+            array_state: i.array_state.clone(),
+            degraded: i.degraded,
+            sync_action: i.sync_action.clone(),
+            members: i
+                .members
+                .iter()
+                .map(|m| MemberSnapshot {
+                    name: m.name.clone(),
+                    slot: m.slot,
+                    state: m.state.clone(),
+                })
+                .collect(),
+            bitmap,
+            counts,
+            dirty_ranges: dirty,
+            in_flight_ranges: inflight,
+            needed_ranges: needed,
+            oldest_pending_write_age_secs: age(self.oldest_pending_write_ns()),
+            oldest_inflight_bio_age_secs: age(self.oldest_pending_bio_ns()),
+            feed: health,
+        }
+    }
+}
+
+/// Every mirrored array, and the routing of kernel events to them.
+#[derive(Default)]
+pub struct Mirror {
+    /// Arrays by name.
+    pub arrays: BTreeMap<String, MirrorArray>,
+    by_addr: HashMap<u64, String>,
+    by_dev: HashMap<DevNum, String>,
+    /// Bitmap events that matched no array.
+    pub unrouted: u64,
+}
+
+impl Mirror {
+    /// Adds or replaces an array, indexing its kernel addresses.
+    pub fn insert(&mut self, a: MirrorArray) {
+        let name = a.info.name.clone();
+        self.by_dev.insert(a.info.dev, name.clone());
+        for addr in [a.mddev, a.bitmap_addr].into_iter().flatten() {
+            self.by_addr.insert(addr, name.clone());
+        }
+        self.arrays.insert(name, a);
+    }
+
+    /// Removes an array (it stopped).
+    pub fn remove(&mut self, name: &str) -> Option<MirrorArray> {
+        self.by_addr.retain(|_, n| n != name);
+        self.by_dev.retain(|_, n| n != name);
+        self.arrays.remove(name)
+    }
+
+    /// Routes one event to its array and applies it.
+    pub fn apply(&mut self, ev: &FeedEvent) {
+        let name = match &ev.kind {
+            EventKind::StartWrite { owner, .. }
+            | EventKind::EndWrite { owner, .. }
+            | EventKind::StartSync { owner, .. }
+            | EventKind::EndSync { owner, .. }
+            | EventKind::CloseSync { owner }
+            | EventKind::CondEndSync { owner, .. }
+            | EventKind::Unplug { owner } => self.by_addr.get(owner).cloned().or_else(|| {
+                // Without kernel addresses, a single array takes every bitmap event.
+                (self.arrays.len() == 1 && self.by_addr.is_empty())
+                    .then(|| self.arrays.keys().next().cloned())
+                    .flatten()
+            }),
+            EventKind::DaemonWork { mddev } => self.by_addr.get(mddev).cloned().or_else(|| {
+                (self.arrays.len() == 1 && self.by_addr.is_empty())
+                    .then(|| self.arrays.keys().next().cloned())
+                    .flatten()
+            }),
+            EventKind::BioQueue { dev, .. }
+            | EventKind::BioComplete { dev, .. }
+            | EventKind::BioRemap { dev, .. } => self.by_dev.get(dev).cloned(),
+        };
+        match name.and_then(|n| self.arrays.get_mut(&n)) {
+            Some(a) => a.apply(ev),
+            None => self.unrouted += 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sysfs::BitmapInfo;
+
+    fn info() -> ArrayInfo {
+        ArrayInfo {
+            name: "md0".into(),
+            dev: DevNum { major: 9, minor: 0 },
+            level: "raid1".into(),
+            layout: 0,
+            chunk_size_bytes: 0,
+            raid_disks: 2,
+            component_size_kib: 1 << 20,
+            array_sectors: 2 << 20,
+            metadata_version: "1.2".into(),
+            array_state: "active".into(),
+            degraded: 0,
+            sync_action: "idle".into(),
+            sync_completed: None,
+            sync_speed_kibs: None,
+            sync_speed_min_kibs: None,
+            sync_speed_max_kibs: None,
+            resync_start_sectors: None,
+            safe_mode_delay_secs: None,
+            uuid: None,
+            bitmap: Some(BitmapInfo {
+                location: "+8".into(),
+                chunk_size_bytes: 65536,
+                time_base_secs: 5.0,
+                metadata: "internal".into(),
+                backlog: 0,
+                can_clear: Some(true),
+                space_sectors: 0,
+                max_backlog_used: 0,
+            }),
+            members: vec![],
+        }
+    }
+
+    fn ev(ts_ns: u64, jiffies: u64, kind: EventKind) -> FeedEvent {
+        FeedEvent {
+            ts_ns,
+            jiffies,
+            cpu: 0,
+            tid: 1,
+            kind,
+        }
+    }
+
+    #[test]
+    fn events_route_by_owner_and_drive_the_engine() {
+        let mut a = MirrorArray::new(info());
+        a.bitmap_addr = Some(0xb17);
+        a.mddev = Some(0x3dd);
+        let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
+        a.seed(KernelVariant::V6_1, geo, &[], 1, 1, None);
+        let mut m = Mirror::default();
+        m.insert(a);
+        let start = EventKind::StartWrite {
+            owner: 0xb17,
+            offset: 128,
+            sectors: 8,
+            behind: Some(false),
+        };
+        m.apply(&ev(10, 100, start));
+        m.apply(&ev(11, 100, EventKind::Unplug { owner: 0xb17 }));
+        let s = m.arrays["md0"].snapshot(20, 0);
+        assert_eq!(s.counts.in_flight_chunks, 1);
+        assert_eq!(s.dirty_ranges, vec![[1, 2]]);
+        assert_eq!(s.oldest_pending_write_age_secs, Some(10e-9));
+        let end = EventKind::EndWrite {
+            owner: 0xb17,
+            offset: 128,
+            sectors: 8,
+            success: Some(true),
+            behind: Some(false),
+        };
+        m.apply(&ev(30, 101, end));
+        // An event for an unknown owner is counted, not applied.
+        m.apply(&ev(31, 101, EventKind::Unplug { owner: 0xdead }));
+        assert_eq!(m.unrouted, 1);
+        let s = m.arrays["md0"].snapshot(40, 0);
+        assert_eq!(s.counts.in_flight_chunks, 0);
+        assert_eq!(s.oldest_pending_write_age_secs, None);
+        // Three daemon passes (time_base 5 s = 1250 jiffies at HZ=250) clear the bit on disk.
+        for (i, j) in [1400u64, 2700, 4000].iter().enumerate() {
+            m.apply(&ev(
+                50 + i as u64,
+                *j,
+                EventKind::DaemonWork { mddev: 0x3dd },
+            ));
+        }
+        assert!(m.arrays["md0"].snapshot(60, 0).dirty_ranges.is_empty());
+    }
+}
