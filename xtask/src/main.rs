@@ -147,7 +147,7 @@ fn run_demo(kernel: &str, secs: u64) -> Result<i32> {
                 "--bin",
                 "md-bitmap",
                 "--",
-                "events",
+                "watch",
             ])
             .status()?;
         return Ok(st.code().unwrap_or(1));
@@ -164,7 +164,7 @@ fn run_demo(kernel: &str, secs: u64) -> Result<i32> {
     );
     let script = format!(
         "( i=0; while true; do dd if=/dev/urandom of=/dev/md0 bs=4096 count=4 seek=$(( (i * 7919) % 100000 )) oflag=direct 2>/dev/null; i=$((i+1)); sleep 0.2; done ) &\n\
-         md-bitmap events --array md0 --duration {secs}\n"
+         md-bitmap watch --array md0 --interval 1 --count {secs}\n"
     );
     let payload = Payload::script(script)
         .array(ArraySpec::new(1, 2).bitmap_chunk_kib(1024))
