@@ -60,7 +60,10 @@ pub fn arrays() -> Vec<ScenarioArray> {
         (arr(4, 3, "1.2", 128).chunk_kib(64), None),
         (arr(1, 2, "1.2", 64).write_behind(&[1], 256), None),
         (arr(5, 3, "1.2", 64).chunk_kib(64), Some(2)),
+        // Clean: no writes at all (its bits cleared before the workload).
+        (arr(1, 2, "1.2", 1024), None),
     ];
+    let clean = specs.len() - 1;
     let mut rng = StdRng::seed_from_u64(0x6d64_6269_746d_6170);
     let mut first = 0;
     let mut out = Vec::new();
@@ -73,6 +76,9 @@ pub fn arrays() -> Vec<ScenarioArray> {
             let len = [8u64, 8, 16, 64, 128, 256, 512][rng.random_range(0..7)];
             let start = rng.random_range(0..(limit - len));
             writes.push((start, len));
+        }
+        if i == clean {
+            writes.clear();
         }
         let n = spec.disks;
         out.push(ScenarioArray {
