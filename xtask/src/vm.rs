@@ -371,10 +371,7 @@ impl Vm {
         });
         let tag = format!("[vm {}]", self.kernel.series.short());
         let deadline = t0 + payload.timeout;
-        let mut console = String::new();
-        let mut results = Vec::new();
-        let mut exit = None;
-        let mut crashed = false;
+        let mut seen = Seen::default();
         let mut boot_secs = f64::NAN;
         let mut timed_out = false;
         loop {
@@ -386,42 +383,16 @@ impl Vm {
             }
             match rx.recv_timeout((deadline - now).min(Duration::from_millis(200))) {
                 Ok(line) => {
-                    if echo {
-                        eprintln!("{tag} {line}");
-                    }
+                    seen.line(&line, echo.then_some(tag.as_str()));
                     if line.starts_with(BOOT_MARKER) && boot_secs.is_nan() {
                         boot_secs = t0.elapsed().as_secs_f64();
                     }
-                    if let Some(r) = line.strip_prefix("@@MDB RESULT ") {
-                        results.push(r.to_string());
-                    }
-                    if let Some(s) = line.strip_prefix(EXIT_MARKER) {
-                        exit = s.trim().parse::<i32>().ok();
-                    }
-                    if line.starts_with(CRASH_MARKER) || line.contains("sysrq: Resetting") {
-                        crashed = true;
-                    }
-                    console.push_str(&line);
-                    console.push('\n');
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if let Some(_st) = child.try_wait()? {
                         // Drain what is left.
                         while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-                            if echo {
-                                eprintln!("{tag} {line}");
-                            }
-                            if let Some(r) = line.strip_prefix("@@MDB RESULT ") {
-                                results.push(r.to_string());
-                            }
-                            if let Some(s) = line.strip_prefix(EXIT_MARKER) {
-                                exit = s.trim().parse::<i32>().ok();
-                            }
-                            if line.starts_with(CRASH_MARKER) || line.contains("sysrq: Resetting") {
-                                crashed = true;
-                            }
-                            console.push_str(&line);
-                            console.push('\n');
+                            seen.line(&line, echo.then_some(tag.as_str()));
                         }
                         break;
                     }
@@ -433,6 +404,12 @@ impl Vm {
             }
         }
         let _ = child.wait();
+        let Seen {
+            console,
+            results,
+            exit,
+            crashed,
+        } = seen;
         let total_secs = t0.elapsed().as_secs_f64();
         std::fs::remove_file(&initrd).ok();
         let log = self.dir.join(format!("console-{run_id}.log"));
@@ -481,6 +458,35 @@ impl Vm {
             total_secs,
             release: self.kernel.release.clone(),
         })
+    }
+}
+
+/// What the console has shown so far.
+#[derive(Default)]
+struct Seen {
+    console: String,
+    results: Vec<String>,
+    exit: Option<i32>,
+    crashed: bool,
+}
+
+impl Seen {
+    /// Takes one console line (echoed with `echo_tag` when given).
+    fn line(&mut self, line: &str, echo_tag: Option<&str>) {
+        if let Some(tag) = echo_tag {
+            eprintln!("{tag} {line}");
+        }
+        if let Some(r) = line.strip_prefix("@@MDB RESULT ") {
+            self.results.push(r.to_string());
+        }
+        if let Some(s) = line.strip_prefix(EXIT_MARKER) {
+            self.exit = s.trim().parse::<i32>().ok();
+        }
+        if line.starts_with(CRASH_MARKER) || line.contains("sysrq: Resetting") {
+            self.crashed = true;
+        }
+        self.console.push_str(line);
+        self.console.push('\n');
     }
 }
 
