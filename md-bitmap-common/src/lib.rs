@@ -32,6 +32,9 @@ pub enum RecordKind {
     Unplug = 10,
     /// `block/block_bio_remap` whose source is a watched md device.
     BioRemap = 11,
+    /// Entry of the bitmap superblock update (`md_bitmap_update_sb` / `bitmap_update_sb`), which
+    /// writes the superblock's page, and with it the bits that share page 0.
+    UpdateSb = 12,
 }
 
 impl RecordKind {
@@ -49,6 +52,7 @@ impl RecordKind {
             9 => Self::DaemonWork,
             10 => Self::Unplug,
             11 => Self::BioRemap,
+            12 => Self::UpdateSb,
             _ => return None,
         })
     }

@@ -94,6 +94,7 @@ bitmap_kprobe!(md_close_sync, RecordKind::CloseSync);
 bitmap_kprobe!(md_cond_end_sync, RecordKind::CondEndSync);
 bitmap_kprobe!(md_daemon_work, RecordKind::DaemonWork);
 bitmap_kprobe!(md_unplug, RecordKind::Unplug);
+bitmap_kprobe!(md_update_sb, RecordKind::UpdateSb);
 
 /// Where `struct bio` keeps what the block programs read (from vmlinux BTF, set by userspace).
 #[map]

@@ -85,6 +85,10 @@ pub fn read_disk_bitmap(info: &ArrayInfo) -> Result<DiskBitmap> {
     })
 }
 
+/// How long without bitmap events makes a quiescent point (bitmap page writes are issued
+/// asynchronously by the daemon; they have landed well before this).
+pub const QUIESCENT_NS: u64 = 500_000_000;
+
 /// The live agent.
 pub struct Agent {
     feed: Feed,
@@ -137,7 +141,9 @@ pub struct VerifyRecord {
     pub disk_dirty: Option<u64>,
     /// Chunks whose on-disk bit differs between mirror and disk.
     pub disk_mismatches: Option<u64>,
-    /// No write pending in the mirror or the kernel, and no bio in flight: a quiescent point.
+    /// A quiescent point: no write pending in the mirror or the kernel, no bio in flight, and no
+    /// bitmap event (start/end write, daemon, unplug) in the last [`QUIESCENT_NS`], so bitmap
+    /// page writes the kernel issued have landed.
     pub quiescent: bool,
 }
 
@@ -346,7 +352,8 @@ impl Agent {
             }
             let quiescent = kin == 0
                 && a.oldest_pending_write_ns().is_none()
-                && a.oldest_pending_bio_ns().is_none();
+                && a.oldest_pending_bio_ns().is_none()
+                && k.read_ts_ns.saturating_sub(a.last_bitmap_event_ns) > QUIESCENT_NS;
             let (disk_dirty, disk_mismatches) = match read_disk_bitmap(&a.info) {
                 Ok(d) => (
                     Some(d.bits.iter().map(|b| b.count_ones() as u64).sum()),

@@ -98,6 +98,7 @@ impl Feed {
             ("md_cond_end_sync", &abi.cond_end_sync),
             ("md_daemon_work", &abi.daemon_work),
             ("md_unplug", &abi.unplug),
+            ("md_update_sb", &abi.update_sb),
         ] {
             if let Some(f) = f {
                 probes.push((prog, f.as_str()));

@@ -120,6 +120,11 @@ pub enum EventKind {
         /// Kernel address of the `struct mddev`.
         mddev: u64,
     },
+    /// Entry of the bitmap superblock update (writes page 0 of the bitmap).
+    UpdateSb {
+        /// As for start-write.
+        owner: u64,
+    },
     /// Entry of the unplug function.
     Unplug {
         /// As for start-write.
@@ -219,6 +224,7 @@ impl FeedEvent {
             },
             RecordKind::DaemonWork => EventKind::DaemonWork { mddev: a[0] },
             RecordKind::Unplug => EventKind::Unplug { owner: a[0] },
+            RecordKind::UpdateSb => EventKind::UpdateSb { owner: a[0] },
             RecordKind::BioQueue => EventKind::BioQueue {
                 dev: DevNum::from_kernel(rec.dev),
                 sector: a[0],

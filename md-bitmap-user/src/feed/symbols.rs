@@ -140,6 +140,8 @@ pub struct BitmapAbi {
     pub daemon_work: Option<String>,
     /// Unplug function, if found.
     pub unplug: Option<String>,
+    /// Bitmap superblock update function, if found.
+    pub update_sb: Option<String>,
     /// Argument layout of start/end write.
     pub write_args: WriteArgs,
     /// Whether the first argument of the bitmap functions is a `struct mddev *` (6.12+) rather
@@ -183,6 +185,7 @@ impl BitmapAbi {
             cond_end_sync: name(&["md_bitmap_cond_end_sync", "bitmap_cond_end_sync"]),
             daemon_work: name(&["md_bitmap_daemon_work", "bitmap_daemon_work"]),
             unplug: name(&["md_bitmap_unplug", "bitmap_unplug"]),
+            update_sb: name(&["md_bitmap_update_sb", "bitmap_update_sb"]),
             write_args: if reworked {
                 WriteArgs::Plain
             } else {

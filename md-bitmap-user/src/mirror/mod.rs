@@ -7,12 +7,29 @@ pub mod snapshot;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use crate::engine::{Bitmap, BitmapConfig, BitmapGeometry, Counter, KernelVariant};
+use crate::engine::{Bitmap, BitmapConfig, BitmapGeometry, Counter, DaemonOutcome, KernelVariant};
 use crate::feed::record::{DevNum, EventKind};
 use crate::feed::symbols::{BitmapAbi, WriteArgs};
 use crate::feed::{FeedEvent, kstate::KernelBitmap};
 use crate::sysfs::ArrayInfo;
 use snapshot::{ArraySnapshot, BitmapGeometrySnapshot, Counts, FeedHealth, MemberSnapshot, ranges};
+
+/// Removes the oldest entry of `key`; whether there was one.
+fn pop(m: &mut HashMap<(u64, u64), VecDeque<u64>>, key: (u64, u64)) -> bool {
+    let Some(q) = m.get_mut(&key) else {
+        return false;
+    };
+    q.pop_front();
+    if q.is_empty() {
+        m.remove(&key);
+    }
+    true
+}
+
+/// raid1 and raid10 account a write to the bitmap with the array bio's own range.
+fn identity_ranges(level: &str) -> bool {
+    matches!(level, "raid1" | "raid10")
+}
 
 /// The engine variant for the running kernel's bitmap ABI.
 pub fn variant_for(abi: &BitmapAbi) -> KernelVariant {
@@ -50,10 +67,14 @@ pub struct MirrorArray {
     pending_writes: HashMap<(u64, u64), VecDeque<u64>>,
     /// Write bios queued on the array and not completed: (sector, sectors) -> queue times.
     pending_bios: HashMap<(u64, u64), VecDeque<u64>>,
+    /// End-writes applied at bio completion because their event was lost, by range.
+    repaired: HashMap<(u64, u64), u32>,
     /// Feed health.
     pub health: FeedHealth,
     /// Monotonic ns of the last reconciliation.
     pub last_reconcile_ns: Option<u64>,
+    /// Kernel time (ns) of the last bitmap event applied.
+    pub last_bitmap_event_ns: u64,
 }
 
 impl MirrorArray {
@@ -68,8 +89,10 @@ impl MirrorArray {
             seed_ts_ns: 0,
             pending_writes: HashMap::new(),
             pending_bios: HashMap::new(),
+            repaired: HashMap::new(),
             health: FeedHealth::default(),
             last_reconcile_ns: None,
+            last_bitmap_event_ns: 0,
         }
     }
 
@@ -141,6 +164,7 @@ impl MirrorArray {
             self.health.reseeds += 1;
         }
         self.pending_writes.clear();
+        self.repaired.clear();
         self.bitmap = Some(bm);
     }
 
@@ -162,13 +186,15 @@ impl MirrorArray {
                     .push_back(ev.ts_ns);
             }
             EventKind::BioComplete {
-                sector, sectors, ..
+                sector,
+                sectors,
+                rwbs,
+                ..
             } => {
-                if let Some(q) = self.pending_bios.get_mut(&(*sector, *sectors)) {
-                    q.pop_front();
-                    if q.is_empty() {
-                        self.pending_bios.remove(&(*sector, *sectors));
-                    }
+                let key = (*sector, *sectors);
+                pop(&mut self.pending_bios, key);
+                if rwbs.contains('W') {
+                    self.repair_missed_end_write(key, degraded);
                 }
             }
             _ => {}
@@ -176,6 +202,16 @@ impl MirrorArray {
         let Some(bm) = self.bitmap.as_mut() else {
             return;
         };
+        // Daemon calls are stamped below, only when the pass ran.
+        if !matches!(
+            ev.kind,
+            EventKind::BioQueue { .. }
+                | EventKind::BioComplete { .. }
+                | EventKind::BioRemap { .. }
+                | EventKind::DaemonWork { .. }
+        ) {
+            self.last_bitmap_event_ns = ev.ts_ns;
+        }
         match &ev.kind {
             EventKind::StartWrite {
                 offset,
@@ -197,27 +233,41 @@ impl MirrorArray {
                 behind,
                 ..
             } => {
-                bm.end_write(
-                    *offset,
-                    *sectors,
-                    success.unwrap_or(true),
-                    behind.unwrap_or(false),
-                    degraded,
-                );
-                if let Some(q) = self.pending_writes.get_mut(&(*offset, *sectors)) {
-                    q.pop_front();
-                    if q.is_empty() {
-                        self.pending_writes.remove(&(*offset, *sectors));
-                    }
+                let key = (*offset, *sectors);
+                let had_start = pop(&mut self.pending_writes, key);
+                // raid1/raid10 complete the array bio right after its end-write; when no other
+                // write of the range is pending, a queued bio of the range is done even if its
+                // completion event is lost (raw tracepoints skip a program that interrupts
+                // itself on the same CPU), so it must not age as "in flight" forever.
+                if identity_ranges(&self.info.level) && !self.pending_writes.contains_key(&key) {
+                    self.pending_bios.remove(&key);
+                }
+                if !had_start && self.repaired.get(&key).copied().unwrap_or(0) > 0 {
+                    // The late real end-write of one that was repaired at bio completion.
+                    *self.repaired.get_mut(&key).unwrap() -= 1;
+                } else {
+                    bm.end_write(
+                        *offset,
+                        *sectors,
+                        success.unwrap_or(true),
+                        behind.unwrap_or(false),
+                        degraded,
+                    );
                 }
                 self.health.events += 1;
             }
             EventKind::DaemonWork { .. } => {
-                bm.daemon_work(ev.jiffies);
+                if let DaemonOutcome::Ran(_) = bm.daemon_work(ev.jiffies) {
+                    self.last_bitmap_event_ns = ev.ts_ns;
+                }
                 self.health.events += 1;
             }
             EventKind::Unplug { .. } => {
                 bm.unplug();
+                self.health.events += 1;
+            }
+            EventKind::UpdateSb { .. } => {
+                bm.update_sb();
                 self.health.events += 1;
             }
             EventKind::StartSync {
@@ -239,6 +289,28 @@ impl MirrorArray {
                 self.health.events += 1;
             }
             _ => {}
+        }
+    }
+
+    /// md ends a write's bitmap accounting just before it completes the array bio. On raid1 and
+    /// raid10 the bitmap range of a bio md did not split is the bio's own range, so when a write
+    /// bio completes while more start-writes of its range are pending than bios of that range
+    /// are still in flight, its end-write event was lost (the kernel drops a kprobe that fires
+    /// while another kprobe handler runs on the CPU): apply it now and count the repair. Its
+    /// real end-write, should it come late, is then ignored.
+    fn repair_missed_end_write(&mut self, key: (u64, u64), degraded: bool) {
+        if !identity_ranges(&self.info.level) {
+            return;
+        }
+        let pending = self.pending_writes.get(&key).map_or(0, VecDeque::len);
+        let in_flight = self.pending_bios.get(&key).map_or(0, VecDeque::len);
+        if pending > in_flight
+            && let Some(bm) = self.bitmap.as_mut()
+        {
+            pop(&mut self.pending_writes, key);
+            bm.end_write(key.0, key.1, true, false, degraded);
+            *self.repaired.entry(key).or_default() += 1;
+            self.health.repaired_end_writes += 1;
         }
     }
 
@@ -378,7 +450,8 @@ impl Mirror {
             | EventKind::EndSync { owner, .. }
             | EventKind::CloseSync { owner }
             | EventKind::CondEndSync { owner, .. }
-            | EventKind::Unplug { owner } => self.by_addr.get(owner).cloned().or_else(|| {
+            | EventKind::Unplug { owner }
+            | EventKind::UpdateSb { owner } => self.by_addr.get(owner).cloned().or_else(|| {
                 // Without kernel addresses, a single array takes every bitmap event.
                 (self.arrays.len() == 1 && self.by_addr.is_empty())
                     .then(|| self.arrays.keys().next().cloned())
@@ -494,5 +567,76 @@ mod tests {
             ));
         }
         assert!(m.arrays["md0"].snapshot(60, 0).dirty_ranges.is_empty());
+    }
+
+    #[test]
+    fn a_lost_end_write_is_repaired_when_its_bio_completes() {
+        let mut a = MirrorArray::new(info());
+        a.bitmap_addr = Some(0xb17);
+        let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
+        a.seed(KernelVariant::V6_14, geo, &[], 1, 1, None);
+        let mut m = Mirror::default();
+        m.insert(a);
+        let dev = DevNum { major: 9, minor: 0 };
+        let bio = |t, done: bool| {
+            let kind = if done {
+                EventKind::BioComplete {
+                    dev,
+                    sector: 256,
+                    sectors: 8,
+                    rwbs: "W".into(),
+                    error: 0,
+                }
+            } else {
+                EventKind::BioQueue {
+                    dev,
+                    sector: 256,
+                    sectors: 8,
+                    rwbs: "W".into(),
+                }
+            };
+            ev(t, 1, kind)
+        };
+        let start = EventKind::StartWrite {
+            owner: 0xb17,
+            offset: 256,
+            sectors: 8,
+            behind: None,
+        };
+        let end = EventKind::EndWrite {
+            owner: 0xb17,
+            offset: 256,
+            sectors: 8,
+            success: None,
+            behind: None,
+        };
+        // Two writes of the same range in flight; the first one's end-write event is lost.
+        m.apply(&bio(1, false));
+        m.apply(&ev(2, 1, start.clone()));
+        m.apply(&bio(3, false));
+        m.apply(&ev(4, 1, start));
+        m.apply(&bio(5, true));
+        let s = m.arrays["md0"].snapshot(6, 0);
+        assert_eq!(s.feed.repaired_end_writes, 1);
+        assert_eq!(
+            s.counts.in_flight_writes, 1,
+            "the second write is still in flight"
+        );
+        // The second completes normally.
+        m.apply(&ev(7, 1, end.clone()));
+        m.apply(&bio(8, true));
+        let s = m.arrays["md0"].snapshot(9, 0);
+        assert_eq!(
+            (s.counts.in_flight_writes, s.feed.repaired_end_writes),
+            (0, 1)
+        );
+        // A late copy of the lost end-write is ignored rather than underflowing the counter.
+        m.apply(&ev(10, 1, end));
+        let s = m.arrays["md0"].snapshot(11, 0);
+        assert_eq!(s.feed.anomalies, 0);
+        assert_eq!(
+            m.arrays["md0"].bitmap.as_ref().unwrap().counter(2).count(),
+            2
+        );
     }
 }

@@ -96,6 +96,9 @@ pub struct FeedHealth {
     pub reseeds: u64,
     /// End-writes without a matching start-write and similar inconsistencies.
     pub anomalies: u64,
+    /// End-write events the kernel lost (kprobe dropped) that the mirror applied when the
+    /// array bio completed (raid1/raid10).
+    pub repaired_end_writes: u64,
 }
 
 /// One array.
