@@ -23,7 +23,8 @@ enum Command {
     /// Print one snapshot of every array's mirrored bitmap (live with root and BPF, else from
     /// the on-disk bitmap and sysfs, labelled so).
     Snapshot(SnapshotArgs),
-    /// Stream snapshots of the live mirror, one JSON object per line.
+    /// Stream snapshots of the live mirror: a summary line per array, or one JSON object per line
+    /// with --ndjson.
     Watch(WatchArgs),
     /// Print the raw kernel events md-bitmap's eBPF feed sees, one JSON object per line
     /// (needs root). For checking the feed on a kernel; `watch` is the everyday view.
