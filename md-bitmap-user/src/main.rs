@@ -108,10 +108,7 @@ struct VerifyArgs {
 
 fn run_verify(args: &VerifyArgs) -> Result<()> {
     use std::io::Write;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
+    let stop = stop_on_signals()?;
     let mut agent = md_bitmap::agent::Agent::start(&args.array)?;
     if let Some(e) = agent.kstate_error() {
         anyhow::bail!("cannot read the kernel's counters: {e}");
@@ -245,10 +242,7 @@ fn run_snapshot(args: &SnapshotArgs) -> Result<()> {
 
 fn run_watch(args: &WatchArgs) -> Result<()> {
     use std::io::Write;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
+    let stop = stop_on_signals()?;
     let mut agent = match live_agent(&args.array) {
         Ok(a) => Some(a),
         Err(why) => {
@@ -293,6 +287,15 @@ fn run_watch(args: &WatchArgs) -> Result<()> {
     Ok(())
 }
 
+/// A flag that SIGINT or SIGTERM sets, so long-running commands stop cleanly and flush.
+fn stop_on_signals() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    Ok(stop)
+}
+
 fn run_abi() -> Result<()> {
     let abi = BitmapAbi::resolve(&KernelSymbols::load()?)?;
     println!("{}", serde_json::to_string_pretty(&abi)?);
@@ -326,10 +329,7 @@ fn run_events(args: &EventsArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
+    let stop = stop_on_signals()?;
     if let Some(p) = &args.ready_file {
         std::fs::write(p, b"")?;
     }

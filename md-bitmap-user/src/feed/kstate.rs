@@ -142,6 +142,12 @@ pub struct KernelStateReader {
     all_mddevs: u64,
 }
 
+/// Reads a structure at `base` far enough to cover an 8-byte field at each of `offsets`.
+fn peek_fields(feed: &mut Feed, base: u64, offsets: &[u32]) -> Result<Vec<u8>> {
+    let end = offsets.iter().copied().max().unwrap_or(0) + 8;
+    feed.peek(base, end as usize)
+}
+
 /// Little-endian u64 at `o`; 0 if `b` is too short (callers read enough; this only keeps a
 /// layout mistake from panicking).
 fn u64_at(b: &[u8], o: u32) -> u64 {
@@ -203,41 +209,39 @@ impl KernelStateReader {
     /// Reads the bitmap state of the array whose `struct mddev` is at `mddev`.
     pub fn read(&self, feed: &mut Feed, mddev: u64) -> Result<KernelBitmap> {
         let l = &self.layout;
-        let md_end = [
-            l.mddev_bitmap,
-            l.mddev_events,
-            l.mddev_degraded,
-            l.mddev_daemon_sleep,
-        ]
-        .into_iter()
-        .max()
-        .unwrap()
-            + 8;
-        let md = feed.peek(mddev, md_end as usize)?;
+        let md = peek_fields(
+            feed,
+            mddev,
+            &[
+                l.mddev_bitmap,
+                l.mddev_events,
+                l.mddev_degraded,
+                l.mddev_daemon_sleep,
+            ],
+        )?;
         let bitmap = u64_at(&md, l.mddev_bitmap);
         if bitmap == 0 {
             bail!("the array has no bitmap");
         }
         let events = u64_at(&md, l.mddev_events);
         let degraded = u32_at(&md, l.mddev_degraded);
-        let end = [
-            l.bitmap_counts_bp,
-            l.bitmap_counts_pages,
-            l.bitmap_counts_missing_pages,
-            l.bitmap_counts_chunkshift,
-            l.bitmap_counts_chunks,
-            l.bitmap_events_cleared,
-            l.bitmap_need_sync,
-            l.bitmap_allclean,
-            l.bitmap_behind_writes,
-            l.bitmap_flags,
-            l.bitmap_daemon_lastrun,
-        ]
-        .into_iter()
-        .max()
-        .unwrap()
-            + 8;
-        let b = feed.peek(bitmap, end as usize)?;
+        let b = peek_fields(
+            feed,
+            bitmap,
+            &[
+                l.bitmap_counts_bp,
+                l.bitmap_counts_pages,
+                l.bitmap_counts_missing_pages,
+                l.bitmap_counts_chunkshift,
+                l.bitmap_counts_chunks,
+                l.bitmap_events_cleared,
+                l.bitmap_need_sync,
+                l.bitmap_allclean,
+                l.bitmap_behind_writes,
+                l.bitmap_flags,
+                l.bitmap_daemon_lastrun,
+            ],
+        )?;
         let bp = u64_at(&b, l.bitmap_counts_bp);
         let pages = u64_at(&b, l.bitmap_counts_pages);
         let chunks = u64_at(&b, l.bitmap_counts_chunks);
