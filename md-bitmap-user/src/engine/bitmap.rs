@@ -154,7 +154,8 @@ struct CounterPage {
     pending: bool,
 }
 
-/// Incrementally maintained counts over all counters.
+/// Counts over all counters, taken by [`CounterStats::scan`] when asked for (keeping them
+/// incrementally would put five read-modify-writes on every start/end-write).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct CounterStats {
     nonzero: u64,
@@ -165,7 +166,30 @@ struct CounterStats {
 }
 
 impl CounterStats {
-    #[inline(always)]
+    /// One pass over `counters`, in blocks with narrow accumulators so it vectorizes.
+    fn scan(counters: &[u16]) -> CounterStats {
+        let mut s = CounterStats::default();
+        for blk in counters.chunks(1024) {
+            let (mut nz, mut fc, mut fw, mut nd, mut rs) = (0u32, 0u32, 0u32, 0u32, 0u32);
+            for &c in blk {
+                let n = u32::from(c & COUNTER_MAX);
+                nz += u32::from(c != 0);
+                fc += u32::from(n > 2);
+                fw += n.saturating_sub(2);
+                nd += u32::from(c >> 15);
+                rs += u32::from((c >> 14) & 1);
+            }
+            s.nonzero += u64::from(nz);
+            s.in_flight_chunks += u64::from(fc);
+            s.in_flight_writes += u64::from(fw);
+            s.needed += u64::from(nd);
+            s.resync += u64::from(rs);
+        }
+        s
+    }
+
+    /// The incremental form of [`scan`](Self::scan) for one counter going `old` → `new`
+    /// (the consistency check compares both).
     fn apply(&mut self, old: u16, new: u16) {
         let (o, n) = (Counter(old), Counter(new));
         self.nonzero = self
@@ -213,31 +237,38 @@ fn bit_set(v: &mut [u64], i: u64) -> bool {
     was
 }
 
-/// For up to 64 counters: (bit k set ⇔ counter k == 1, bit k set ⇔ counter k == 2), built
-/// through a byte array and the multiply trick so the compiler vectorizes it; blocks with
-/// neither cost a single vectorized scan.
+/// For up to 64 counters: (bit k set ⇔ counter k == 1, bit k set ⇔ counter k == 2). Works
+/// on a fixed 64-lane copy so every step vectorizes; blocks with neither cost one scan.
 #[inline]
 fn block_masks(blk: &[u16]) -> (u64, u64) {
-    let any = blk
-        .iter()
-        .fold(0u16, |a, &c| a | u16::from(c.wrapping_sub(1) < 2));
+    let mut v = [0u16; 64];
+    v[..blk.len()].copy_from_slice(blk);
+    let mut any = 0u16;
+    for &c in &v {
+        any |= u16::from(c.wrapping_sub(1) < 2);
+    }
     if any == 0 {
         return (0, 0);
     }
-    let mut b = [0u8; 64];
-    for (d, &c) in b.iter_mut().zip(blk) {
-        *d = u8::from(c == 1) | (u8::from(c == 2) << 1);
+    let (mut b1, mut b2) = ([0u8; 64], [0u8; 64]);
+    for k in 0..64 {
+        b1[k] = u8::from(v[k] == 1);
+        b2[k] = u8::from(v[k] == 2);
     }
-    let (mut m1, mut m2) = (0u64, 0u64);
+    (gather_bytes(&b1), gather_bytes(&b2))
+}
+
+/// Bit k set ⇔ byte k is 1 (every byte 0 or 1).
+#[inline(always)]
+fn gather_bytes(b: &[u8; 64]) -> u64 {
+    // Gathers bit 0 of each byte into the top byte (byte i -> bit 56 + i).
+    const GATHER: u64 = 0x0102_0408_1020_4080;
+    let mut m = 0u64;
     for (q, w) in b.chunks_exact(8).enumerate() {
         let x = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-        // Gathers bit 0 of each byte into the top byte (byte i -> bit 56 + i).
-        const GATHER: u64 = 0x0102_0408_1020_4080;
-        const LOW: u64 = 0x0101_0101_0101_0101;
-        m1 |= ((x & LOW).wrapping_mul(GATHER) >> 56) << (8 * q);
-        m2 |= (((x >> 1) & LOW).wrapping_mul(GATHER) >> 56) << (8 * q);
+        m |= (x.wrapping_mul(GATHER) >> 56) << (8 * q);
     }
-    (m1, m2)
+    m
 }
 
 fn popcount(v: &[u64]) -> u64 {
@@ -264,6 +295,8 @@ pub struct Bitmap {
     config: BitmapConfig,
     // Derived constants.
     shift: u32,
+    /// Sectors per chunk − 1.
+    chunk_mask: u64,
     cps: u32,
     fps: u32,
     chunks: u64,
@@ -276,7 +309,6 @@ pub struct Bitmap {
     counters: Vec<u16>,
     pages: Vec<CounterPage>,
     missing_pages: u64,
-    stats: CounterStats,
 
     /// `[cached, on-disk]` words of the bitmap file, indexed by file bit (`chunk + 2048`; bits
     /// 0..2048 are the superblock). Interleaved so that writing a page finds the disk word in
@@ -284,13 +316,10 @@ pub struct Bitmap {
     bits: Vec<[u64; 2]>,
     /// One bit per word of `cached`: the word may differ from `disk`.
     diff: Vec<u64>,
-    cached_set: u64,
-    disk_set: u64,
 
     attr_dirty: Vec<u64>,
     attr_pending: Vec<u64>,
     attr_needwrite: Vec<u64>,
-    n_dirty: u64,
     n_needwrite: u64,
 
     allclean: bool,
@@ -332,6 +361,7 @@ impl Bitmap {
             geo,
             config,
             shift: geo.chunkshift(),
+            chunk_mask: (1u64 << geo.chunkshift()) - 1,
             cps: geo.counter_page_shift(),
             fps: geo.page_shift() + 3,
             chunks: geo.chunks(),
@@ -343,15 +373,11 @@ impl Bitmap {
             counters: vec![0; counter_limit as usize],
             pages: vec![CounterPage::default(); counter_pages as usize],
             missing_pages: counter_pages,
-            stats: CounterStats::default(),
             bits: vec![[0; 2]; file_words],
             diff: vec![0; file_words.div_ceil(64)],
-            cached_set: 0,
-            disk_set: 0,
             attr_dirty: vec![0; attr_words],
             attr_pending: vec![0; attr_words],
             attr_needwrite: vec![0; attr_words],
-            n_dirty: 0,
             n_needwrite: 0,
             allclean: false,
             need_sync: false,
@@ -378,9 +404,8 @@ impl Bitmap {
     // Internal helpers mirroring md-bitmap.c's static functions.
 
     #[inline(always)]
-    fn put(&mut self, idx: usize, old: u16, new: u16) {
+    fn put(&mut self, idx: usize, new: u16) {
         self.counters[idx] = new;
-        self.stats.apply(old, new);
     }
 
     /// `md_bitmap_checkpage(create = 1)` for a missing page (allocation never fails here, so
@@ -399,12 +424,7 @@ impl Bitmap {
         self.missing_pages += 1;
         let lo = page << self.cps;
         let hi = lo + (1usize << self.cps);
-        for idx in lo..hi {
-            let old = self.counters[idx];
-            if old != 0 {
-                self.put(idx, old, 0);
-            }
-        }
+        self.counters[lo..hi].fill(0);
     }
 
     /// `md_bitmap_count_page(+1)`; returns true if the page was freed (only on wrap).
@@ -465,14 +485,9 @@ impl Bitmap {
             return;
         }
         let (w, m) = ((fbit >> 6) as usize, 1u64 << (fbit & 63));
-        if self.bits[w][CACHED] & m == 0 {
-            self.bits[w][CACHED] |= m;
-            if fbit < self.end_fbit {
-                self.cached_set += 1;
-            }
-            self.mark_diff(fbit);
-        }
-        Self::set_attr(&mut self.attr_dirty, &mut self.n_dirty, page);
+        self.bits[w][CACHED] |= m;
+        self.mark_diff(fbit);
+        bit_set(&mut self.attr_dirty, page);
     }
 
     /// `md_bitmap_file_clear_bit()`: clear the cached bit; PENDING (and `allclean = 0`) unless
@@ -484,13 +499,8 @@ impl Bitmap {
             return;
         }
         let (w, m) = ((fbit >> 6) as usize, 1u64 << (fbit & 63));
-        if self.bits[w][CACHED] & m != 0 {
-            self.bits[w][CACHED] &= !m;
-            if fbit < self.end_fbit {
-                self.cached_set -= 1;
-            }
-            self.mark_diff(fbit);
-        }
+        self.bits[w][CACHED] &= !m;
+        self.mark_diff(fbit);
         if !bit_test(&self.attr_needwrite, page) {
             bit_set(&mut self.attr_pending, page);
             self.allclean = false;
@@ -511,20 +521,7 @@ impl Bitmap {
             while m != 0 {
                 let w = dwi * 64 + m.trailing_zeros() as usize;
                 m &= m - 1;
-                let [c, d] = self.bits[w];
-                let x = (c ^ d) & self.in_range_mask(w);
-                if x & x.wrapping_sub(1) == 0 {
-                    // At most one bit changed (the usual case): no popcount.
-                    if x & c != 0 {
-                        self.disk_set += 1;
-                    } else if x != 0 {
-                        self.disk_set -= 1;
-                    }
-                } else {
-                    self.disk_set = self.disk_set + u64::from((x & c).count_ones())
-                        - u64::from((x & d).count_ones());
-                }
-                self.bits[w][DISK] = c;
+                self.bits[w][DISK] = self.bits[w][CACHED];
             }
         }
         if p == 0 {
@@ -586,7 +583,7 @@ impl Bitmap {
         if needed {
             c |= NEEDED_MASK;
         }
-        self.put(idx, old, c);
+        self.put(idx, c);
     }
 
     // ------------------------------------------------------------------------------------
@@ -606,43 +603,55 @@ impl Bitmap {
     /// chunks past `chunks` but inside the last counter page are counted, as in the kernel.
     #[inline(always)]
     pub fn start_write(&mut self, offset: u64, sectors: u64, behind: bool) -> StartOutcome {
-        // Fast paths for a range inside one chunk: already dirty (2 <= COUNTER < COUNTER_MAX,
-        // flags allowed: only the increment; a non-zero counter implies an allocated page), or
-        // raw 0/1 (→ 3). Everything else takes the kernel's loop.
-        if !behind && sectors != 0 {
-            let chunk = offset >> self.shift;
-            if chunk < self.chunks && offset.wrapping_add(sectors - 1) >> self.shift == chunk {
-                let idx = chunk as usize;
-                if let Some(&old) = self.counters.get(idx) {
-                    let n = old & COUNTER_MAX;
-                    if (2..COUNTER_MAX).contains(&n) {
-                        self.counters[idx] = old + 1;
-                        let s = &mut self.stats;
-                        s.in_flight_chunks += u64::from(n == 2);
-                        s.in_flight_writes += 1;
-                        return StartOutcome::Started;
-                    }
-                    if old <= 1 {
-                        // 0 → set the bit, count the page; 0 and 1 → 2; then ++.
-                        if old == 0 {
-                            let page = idx >> self.cps;
-                            if !self.pages[page].allocated {
-                                self.alloc_page(page);
-                            }
-                            self.file_set_bit(chunk);
-                            self.count_page_inc(page);
-                        }
+        // Fast paths for a range inside one chunk: clean (raw 0 on an allocated counter page:
+        // the `case 0:` steps, → 3), already dirty (2 <= COUNTER < COUNTER_MAX, flags allowed:
+        // only the increment; a non-zero counter implies an allocated page), or raw 1 (→ 3).
+        // Everything else (COUNTER_MAX, flags on a count below 2, a missing page, a range
+        // crossing chunks, write-behind) takes the kernel's loop.
+        if let Some(chunk) = self.single_chunk(offset, sectors, behind) {
+            let idx = chunk as usize;
+            if let Some(&old) = self.counters.get(idx) {
+                if old == 0 {
+                    let page = idx >> self.cps;
+                    if self.pages[page].allocated {
                         self.counters[idx] = 3;
-                        let s = &mut self.stats;
-                        s.nonzero += u64::from(old == 0);
-                        s.in_flight_chunks += 1;
-                        s.in_flight_writes += 1;
+                        self.first_write(chunk, page);
                         return StartOutcome::Started;
                     }
+                } else if (old & COUNTER_MAX).wrapping_sub(2) < COUNTER_MAX - 2 {
+                    self.counters[idx] = old + 1;
+                    return StartOutcome::Started;
+                } else if old == 1 {
+                    self.counters[idx] = 3;
+                    return StartOutcome::Started;
                 }
             }
         }
         self.start_write_slow(offset, sectors, behind)
+    }
+
+    /// The chunk holding all of `sectors` (≥ 1) sectors at `offset`, if it is below `chunks`
+    /// and the call is not write-behind: the calls the fast paths handle.
+    #[inline(always)]
+    fn single_chunk(&self, offset: u64, sectors: u64, behind: bool) -> Option<u64> {
+        let chunk = offset >> self.shift;
+        // sectors - 1 <= sectors left in the chunk - 1 (sectors == 0 wraps and fails).
+        let fits = sectors.wrapping_sub(1) <= self.chunk_mask - (offset & self.chunk_mask);
+        (fits & !behind & (chunk < self.chunks)).then_some(chunk)
+    }
+
+    /// The `case 0:` of start-write for chunk `chunk < chunks` on allocated counter page
+    /// `page`: `md_bitmap_file_set_bit()` (cached bit, file page DIRTY) and
+    /// `md_bitmap_count_page(+1)`.
+    #[inline(always)]
+    fn first_write(&mut self, chunk: u64, page: usize) {
+        let fbit = chunk + self.sb_bits;
+        let w = (fbit >> 6) as usize;
+        self.bits[w][CACHED] |= 1 << (fbit & 63);
+        self.diff[w >> 6] |= 1 << (w & 63);
+        let fp = fbit >> self.fps;
+        self.attr_dirty[(fp >> 6) as usize] |= 1 << (fp & 63);
+        self.count_page_inc(page);
     }
 
     #[inline(never)]
@@ -686,11 +695,10 @@ impl Bitmap {
                 self.alloc_page(page);
             }
             let idx = chunk as usize;
-            let old = self.counters[idx];
-            if old & COUNTER_MAX == COUNTER_MAX {
+            let mut c = self.counters[idx];
+            if c & COUNTER_MAX == COUNTER_MAX {
                 return Some((offset, sectors));
             }
-            let mut c = old;
             if c <= 1 {
                 if c == 0 {
                     self.file_set_bit(chunk);
@@ -698,17 +706,7 @@ impl Bitmap {
                 }
                 c = 2;
             }
-            let new = c + 1;
-            self.counters[idx] = new;
-            if new & COUNTER_MAX >= 3 {
-                // old was 0 or 1 (new = 3) or COUNTER(old) = COUNTER(new) - 1 >= 2.
-                let s = &mut self.stats;
-                s.nonzero += u64::from(old == 0);
-                s.in_flight_chunks += u64::from(old & COUNTER_MAX <= 2);
-                s.in_flight_writes += 1;
-            } else {
-                self.stats.apply(old, new);
-            }
+            self.counters[idx] = c + 1;
             let blocks = csize - (offset & (csize - 1));
             offset = offset.wrapping_add(blocks);
             sectors = sectors.saturating_sub(blocks);
@@ -743,48 +741,26 @@ impl Bitmap {
     ) -> EndOutcome {
         // Fast path: one chunk with writes in flight (3 <= COUNTER < COUNTER_MAX): the rule,
         // the decrement and the pending flag; no wake-up, no anomaly possible.
-        if !behind && sectors != 0 {
-            let chunk = offset >> self.shift;
-            if chunk < self.chunks && offset.wrapping_add(sectors - 1) >> self.shift == chunk {
-                let idx = chunk as usize;
-                if let Some(&old) = self.counters.get(idx) {
-                    let n = old & COUNTER_MAX;
-                    if (3..COUNTER_MAX).contains(&n) {
-                        let mut c = old;
-                        match self.config.kernel.end_write {
-                            EndWriteRule::Degraded => {
-                                if !degraded {
-                                    if self.events_cleared < self.events {
-                                        self.events_cleared = self.events;
-                                        self.need_sync = true;
-                                    }
-                                } else {
-                                    c |= NEEDED_MASK;
-                                }
-                            }
-                            EndWriteRule::SuccessArg => {
-                                if success && !degraded && self.events_cleared < self.events {
-                                    self.events_cleared = self.events;
-                                    self.need_sync = true;
-                                }
-                                if !success {
-                                    c |= NEEDED_MASK;
-                                }
-                            }
-                        }
-                        c -= 1;
-                        self.counters[idx] = c;
-                        let s = &mut self.stats;
-                        s.in_flight_writes -= 1;
-                        s.in_flight_chunks -= u64::from(n == 3);
-                        s.needed += u64::from((c ^ old) & NEEDED_MASK != 0);
-                        if c <= 2 {
-                            self.pages[idx >> self.cps].pending = true;
-                            self.allclean = false;
-                        }
-                        return EndOutcome::default();
-                    }
+        if let Some(chunk) = self.single_chunk(offset, sectors, behind) {
+            let idx = chunk as usize;
+            if let Some(&old) = self.counters.get(idx)
+                && (old & COUNTER_MAX).wrapping_sub(3) < COUNTER_MAX - 3
+            {
+                let (clean, needed) = match self.config.kernel.end_write {
+                    EndWriteRule::Degraded => (!degraded, degraded),
+                    EndWriteRule::SuccessArg => (success && !degraded, !success),
+                };
+                let c = (old | if needed { NEEDED_MASK } else { 0 }) - 1;
+                self.counters[idx] = c;
+                if clean && self.events_cleared < self.events {
+                    self.events_cleared = self.events;
+                    self.need_sync = true;
                 }
+                if c <= 2 {
+                    self.pages[idx >> self.cps].pending = true;
+                    self.allclean = false;
+                }
+                return EndOutcome::default();
             }
         }
         self.end_write_slow(offset, sectors, success, behind, degraded)
@@ -866,15 +842,6 @@ impl Bitmap {
             }
             c = c.wrapping_sub(1);
             self.counters[idx] = c;
-            if old & COUNTER_MAX >= 3 {
-                // One write fewer in flight; only NEEDED may have been added.
-                let s = &mut self.stats;
-                s.in_flight_writes -= 1;
-                s.in_flight_chunks -= u64::from(old & COUNTER_MAX == 3);
-                s.needed += u64::from((c ^ old) & NEEDED_MASK != 0);
-            } else {
-                self.stats.apply(old, c);
-            }
             if c <= 2 {
                 self.set_pending(page);
                 self.allclean = false;
@@ -964,7 +931,7 @@ impl Bitmap {
     /// are on disk before the data. Returns the number of pages written.
     #[inline]
     pub fn unplug(&mut self) -> u64 {
-        if self.n_dirty == 0 && self.n_needwrite == 0 {
+        if self.n_needwrite == 0 && self.attr_dirty.iter().all(|&w| w == 0) {
             return 0;
         }
         let mut written = 0;
@@ -990,7 +957,6 @@ impl Bitmap {
                 written += 1;
             }
         }
-        self.n_dirty = 0;
         self.n_needwrite = 0;
         self.writes.unplug_batches += 1;
         written
@@ -1173,7 +1139,6 @@ impl Bitmap {
                 pass.ticked += u64::from(m2.count_ones());
             }
             if m1 != 0 {
-                self.stats.nonzero -= n1;
                 self.pages[page].count -= n1 as u32;
                 pass.cleared += n1;
                 self.file_clear_bits(base as u64, m1);
@@ -1197,7 +1162,7 @@ impl Bitmap {
             m &= m - 1;
             let c = self.counters[j];
             if c == 1 && !self.need_sync {
-                self.put(j, 1, 0);
+                self.put(j, 0);
                 pass.cleared += 1;
                 let freed = self.count_page_dec(page);
                 self.file_clear_bit(j as u64);
@@ -1207,7 +1172,7 @@ impl Bitmap {
                 }
             } else {
                 // 2, or 1 while need_sync.
-                self.put(j, c, 1);
+                self.put(j, 1);
                 self.set_pending(page);
                 self.allclean = false;
                 pass.ticked += 1;
@@ -1225,12 +1190,8 @@ impl Bitmap {
             return;
         }
         let w = (fbit >> 6) as usize;
-        let was = self.bits[w][CACHED] & m;
-        if was != 0 {
-            self.bits[w][CACHED] &= !m;
-            self.cached_set -= u64::from((was & self.in_range_mask(w)).count_ones());
-            self.mark_diff(fbit);
-        }
+        self.bits[w][CACHED] &= !m;
+        self.mark_diff(fbit);
         if !bit_test(&self.attr_needwrite, page) {
             bit_set(&mut self.attr_pending, page);
             self.allclean = false;
@@ -1263,7 +1224,7 @@ impl Bitmap {
             } else if old & NEEDED_MASK != 0 {
                 rv = true;
                 if !degraded {
-                    self.put(idx, old, (old | RESYNC_MASK) & !NEEDED_MASK);
+                    self.put(idx, (old | RESYNC_MASK) & !NEEDED_MASK);
                 }
             }
         }
@@ -1305,7 +1266,7 @@ impl Bitmap {
                     self.set_pending(idx >> self.cps);
                     self.allclean = false;
                 }
-                self.put(idx, old, c);
+                self.put(idx, c);
             }
         }
         blocks
@@ -1394,21 +1355,16 @@ impl Bitmap {
         self.attr_dirty.fill(0);
         self.attr_pending.fill(0);
         self.attr_needwrite.fill(0);
-        self.n_dirty = 0;
         self.n_needwrite = 0;
-        self.recount_bits();
     }
 
-    fn recount_bits(&mut self) {
-        let mut c = 0;
-        let mut d = 0;
-        for w in 0..self.bits.len() {
-            let m = self.in_range_mask(w);
-            c += u64::from((self.bits[w][CACHED] & m).count_ones());
-            d += u64::from((self.bits[w][DISK] & m).count_ones());
-        }
-        self.cached_set = c;
-        self.disk_set = d;
+    /// Set bits of chunks `0..chunks` in the cached (`which = CACHED`) or on-disk copy.
+    fn count_bits(&self, which: usize) -> u64 {
+        let first = (self.sb_bits / 64) as usize;
+        let last = self.end_fbit.div_ceil(64) as usize;
+        (first..last)
+            .map(|w| u64::from((self.bits[w][which] & self.in_range_mask(w)).count_ones()))
+            .sum()
     }
 
     /// Chunks `< chunks` whose cached bit is set, in order.
@@ -1469,7 +1425,6 @@ impl Bitmap {
                 }
                 self.write_page(p, WriteCause::Load);
             }
-            self.recount_bits();
         }
         let shift = self.shift;
         for chunk in self.cached_chunks() {
@@ -1520,7 +1475,7 @@ impl Bitmap {
         if !self.pages[page].allocated {
             self.alloc_page(page);
         }
-        self.put(idx, old, raw);
+        self.put(idx, raw);
         if raw == 1 || raw == 2 {
             self.set_pending(page);
             self.allclean = false;
@@ -1807,27 +1762,29 @@ impl Bitmap {
         self.anomalies
     }
 
-    /// Counts, O(pages): see [`Summary`] for the definitions.
+    /// Counts, O(chunks) (one pass over the counters and the bits): see [`Summary`] for the
+    /// definitions.
     pub fn summary(&self) -> Summary {
         let mut blocked_chunks: Vec<u64> = self.blocked.iter().map(|w| w.chunk).collect();
         blocked_chunks.sort_unstable();
         blocked_chunks.dedup();
+        let stats = CounterStats::scan(&self.counters);
         Summary {
             chunks: self.chunks,
             counter_pages: self.pages.len() as u64,
             allocated_pages: self.allocated_pages(),
             pending_counter_pages: self.pages.iter().filter(|p| p.pending).count() as u64,
             file_pages: self.file_pages,
-            dirty_file_pages: self.n_dirty,
+            dirty_file_pages: popcount(&self.attr_dirty),
             pending_file_pages: popcount(&self.attr_pending),
             needwrite_file_pages: self.n_needwrite,
-            nonzero_chunks: self.stats.nonzero,
-            in_flight_chunks: self.stats.in_flight_chunks,
-            in_flight_writes: self.stats.in_flight_writes,
-            needed_chunks: self.stats.needed,
-            resync_chunks: self.stats.resync,
-            cached_dirty_chunks: self.cached_set,
-            disk_dirty_chunks: self.disk_set,
+            nonzero_chunks: stats.nonzero,
+            in_flight_chunks: stats.in_flight_chunks,
+            in_flight_writes: stats.in_flight_writes,
+            needed_chunks: stats.needed,
+            resync_chunks: stats.resync,
+            cached_dirty_chunks: self.count_bits(CACHED),
+            disk_dirty_chunks: self.count_bits(DISK),
             blocked_writers: self.blocked.len() as u64,
             blocked_chunks: blocked_chunks.len() as u64,
             behind_writes: self.behind_writes,
@@ -1866,32 +1823,19 @@ impl Bitmap {
         for &c in &self.counters {
             s.apply(0, c);
         }
-        if s != self.stats {
+        if s != CounterStats::scan(&self.counters) {
             bad.push("counter stats");
         }
         let missing = self.pages.iter().filter(|p| !p.allocated).count() as u64;
         if missing != self.missing_pages {
             bad.push("missing pages");
         }
-        let (mut c, mut d) = (0, 0);
         let mut diff_ok = true;
         for (w, &[cw, dw]) in self.bits.iter().enumerate() {
-            let m = self.in_range_mask(w);
-            c += u64::from((cw & m).count_ones());
-            d += u64::from((dw & m).count_ones());
             diff_ok &= cw == dw || self.diff[w / 64] >> (w % 64) & 1 != 0;
         }
         if !diff_ok {
             bad.push("diff tracking");
-        }
-        if c != self.cached_set {
-            bad.push("cached bit count");
-        }
-        if d != self.disk_set {
-            bad.push("disk bit count");
-        }
-        if popcount(&self.attr_dirty) != self.n_dirty {
-            bad.push("dirty page count");
         }
         if popcount(&self.attr_needwrite) != self.n_needwrite {
             bad.push("needwrite page count");

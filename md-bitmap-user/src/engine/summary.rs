@@ -104,7 +104,8 @@ impl DaemonOutcome {
     }
 }
 
-/// Counts over one bitmap, taken in O(pages) by [`Bitmap::summary`](super::Bitmap::summary).
+/// Counts over one bitmap, taken in O(chunks) (one pass over the counters and the bits) by
+/// [`Bitmap::summary`](super::Bitmap::summary).
 ///
 /// Definitions (for balanced start/end calls):
 /// * a chunk has **writes in flight** when `COUNTER(x) > 2`; it then has exactly
