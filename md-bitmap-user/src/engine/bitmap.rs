@@ -217,9 +217,9 @@ impl CounterStats {
     }
 }
 
-/// Index of the cached word in a `[cached, disk]` pair.
+/// Index of the cached copy in `bits`.
 const CACHED: usize = 0;
-/// Index of the on-disk word in a `[cached, disk]` pair.
+/// Index of the on-disk copy in `bits`.
 const DISK: usize = 1;
 
 #[inline(always)]
@@ -310,10 +310,11 @@ pub struct Bitmap {
     pages: Vec<CounterPage>,
     missing_pages: u64,
 
-    /// `[cached, on-disk]` words of the bitmap file, indexed by file bit (`chunk + 2048`; bits
-    /// 0..2048 are the superblock). Interleaved so that writing a page finds the disk word in
-    /// the cache line start-write just touched.
-    bits: Vec<[u64; 2]>,
+    /// The cached (`bits[CACHED]`) and on-disk (`bits[DISK]`) words of the bitmap file, indexed
+    /// by file bit (`chunk + 2048`; bits 0..2048 are the superblock). Two arrays rather than
+    /// interleaved pairs: start-write touches only the cached copy, which then takes half the
+    /// cache.
+    bits: [Vec<u64>; 2],
     /// One bit per word of `cached`: the word may differ from `disk`.
     diff: Vec<u64>,
 
@@ -373,7 +374,7 @@ impl Bitmap {
             counters: vec![0; counter_limit as usize],
             pages: vec![CounterPage::default(); counter_pages as usize],
             missing_pages: counter_pages,
-            bits: vec![[0; 2]; file_words],
+            bits: [vec![0; file_words], vec![0; file_words]],
             diff: vec![0; file_words.div_ceil(64)],
             attr_dirty: vec![0; attr_words],
             attr_pending: vec![0; attr_words],
@@ -485,7 +486,7 @@ impl Bitmap {
             return;
         }
         let (w, m) = ((fbit >> 6) as usize, 1u64 << (fbit & 63));
-        self.bits[w][CACHED] |= m;
+        self.bits[CACHED][w] |= m;
         self.mark_diff(fbit);
         bit_set(&mut self.attr_dirty, page);
     }
@@ -499,7 +500,7 @@ impl Bitmap {
             return;
         }
         let (w, m) = ((fbit >> 6) as usize, 1u64 << (fbit & 63));
-        self.bits[w][CACHED] &= !m;
+        self.bits[CACHED][w] &= !m;
         self.mark_diff(fbit);
         if !bit_test(&self.attr_needwrite, page) {
             bit_set(&mut self.attr_pending, page);
@@ -521,7 +522,7 @@ impl Bitmap {
             while m != 0 {
                 let w = dwi * 64 + m.trailing_zeros() as usize;
                 m &= m - 1;
-                self.bits[w][DISK] = self.bits[w][CACHED];
+                self.bits[DISK][w] = self.bits[CACHED][w];
             }
         }
         if p == 0 {
@@ -647,7 +648,7 @@ impl Bitmap {
     fn first_write(&mut self, chunk: u64, page: usize) {
         let fbit = chunk + self.sb_bits;
         let w = (fbit >> 6) as usize;
-        self.bits[w][CACHED] |= 1 << (fbit & 63);
+        self.bits[CACHED][w] |= 1 << (fbit & 63);
         self.diff[w >> 6] |= 1 << (w & 63);
         let fp = fbit >> self.fps;
         self.attr_dirty[(fp >> 6) as usize] |= 1 << (fp & 63);
@@ -1104,44 +1105,52 @@ impl Bitmap {
         let mut base = lo;
         while base < hi {
             let end = (base + 64).min(hi);
-            let (mut m1, mut m2) = block_masks(&self.counters[base..end]);
+            // One counting pass: counters exactly 1 (→ 0) and exactly 2 (→ 1).
+            let (mut n1, mut n2) = (0u32, 0u32);
+            for &c in &self.counters[base..end] {
+                n1 += u32::from(c == 1);
+                n2 += u32::from(c == 2);
+            }
             if need_sync {
                 // `*bmc == 1 && !need_sync` fails: 1 stays 1 (and counts as a tick).
-                m2 |= m1;
-                m1 = 0;
+                n2 += n1;
+                n1 = 0;
             }
-            if m1 | m2 == 0 {
+            if n1 + n2 == 0 {
                 base = end;
                 continue;
             }
-            let n1 = u64::from(m1.count_ones());
-            if n1 >= u64::from(self.pages[page].count) {
+            if n1 >= self.pages[page].count {
+                let (m1, m2) = block_masks(&self.counters[base..end]);
                 if self.walk_block_exact(page, base, m1 | m2, pass) {
                     return;
                 }
                 base = end;
                 continue;
             }
-            // 2 -> 1 (and 1 -> 0): subtract one from every counter that is exactly 1 or 2;
-            // under need_sync only 2 -> 1.
+            // 2 -> 1 (and 1 -> 0): subtract one from every counter that is exactly 1 or 2
+            // (under need_sync only 2 -> 1), noting the 1s whose bits get cleared.
+            let mut ones = [0u8; 64];
             if need_sync {
                 for c in &mut self.counters[base..end] {
                     *c -= u16::from(*c == 2);
                 }
             } else {
-                for c in &mut self.counters[base..end] {
-                    *c -= u16::from(c.wrapping_sub(1) < 2);
+                for (o, c) in ones.iter_mut().zip(&mut self.counters[base..end]) {
+                    let one = *c == 1;
+                    *o = u8::from(one);
+                    *c -= u16::from(one | (*c == 2));
                 }
             }
-            if m2 != 0 {
+            if n2 != 0 {
                 self.pages[page].pending = true;
                 self.allclean = false;
-                pass.ticked += u64::from(m2.count_ones());
+                pass.ticked += u64::from(n2);
             }
-            if m1 != 0 {
-                self.pages[page].count -= n1 as u32;
-                pass.cleared += n1;
-                self.file_clear_bits(base as u64, m1);
+            if n1 != 0 {
+                self.pages[page].count -= n1;
+                pass.cleared += u64::from(n1);
+                self.file_clear_bits(base as u64, gather_bytes(&ones));
             }
             base = end;
         }
@@ -1190,7 +1199,7 @@ impl Bitmap {
             return;
         }
         let w = (fbit >> 6) as usize;
-        self.bits[w][CACHED] &= !m;
+        self.bits[CACHED][w] &= !m;
         self.mark_diff(fbit);
         if !bit_test(&self.attr_needwrite, page) {
             bit_set(&mut self.attr_pending, page);
@@ -1341,16 +1350,16 @@ impl Bitmap {
     /// Replace both bit copies with `bits` (the bit area: chunk `i` in byte `i / 8`, bit
     /// `i % 8`); attributes cleared.
     fn reset_storage_from(&mut self, bits: &[u8]) {
-        self.bits.fill([0; 2]);
+        self.bits[CACHED].fill(0);
+        self.bits[DISK].fill(0);
         let cap = (self.file_pages * self.geo.page_size() - BITMAP_SB_BYTES) as usize;
         let base = BITMAP_SB_BYTES as usize;
         for (k, &b) in bits.iter().take(cap).enumerate() {
             let fb = base + k;
-            self.bits[fb / 8][CACHED] |= u64::from(b) << ((fb % 8) * 8);
+            self.bits[CACHED][fb / 8] |= u64::from(b) << ((fb % 8) * 8);
         }
-        for p in &mut self.bits {
-            p[DISK] = p[CACHED];
-        }
+        let [cached, disk] = &mut self.bits;
+        disk.copy_from_slice(cached);
         self.diff.fill(0);
         self.attr_dirty.fill(0);
         self.attr_pending.fill(0);
@@ -1363,15 +1372,15 @@ impl Bitmap {
         let first = (self.sb_bits / 64) as usize;
         let last = self.end_fbit.div_ceil(64) as usize;
         (first..last)
-            .map(|w| u64::from((self.bits[w][which] & self.in_range_mask(w)).count_ones()))
+            .map(|w| u64::from((self.bits[which][w] & self.in_range_mask(w)).count_ones()))
             .sum()
     }
 
     /// Chunks `< chunks` whose cached bit is set, in order.
     fn cached_chunks(&self) -> Vec<u64> {
         let mut out = Vec::new();
-        for w in (self.sb_bits / 64) as usize..self.bits.len() {
-            let mut m = self.bits[w][CACHED] & self.in_range_mask(w);
+        for w in (self.sb_bits / 64) as usize..self.bits[CACHED].len() {
+            let mut m = self.bits[CACHED][w] & self.in_range_mask(w);
             while m != 0 {
                 out.push(w as u64 * 64 + u64::from(m.trailing_zeros()) - self.sb_bits);
                 m &= m - 1;
@@ -1420,7 +1429,7 @@ impl Bitmap {
                     0
                 };
                 for w in first + lo..first + wpp {
-                    self.bits[w][CACHED] = !0;
+                    self.bits[CACHED][w] = !0;
                     self.diff[w / 64] |= 1 << (w % 64);
                 }
                 self.write_page(p, WriteCause::Load);
@@ -1600,7 +1609,7 @@ impl Bitmap {
     fn file_bit(&self, which: usize, chunk: u64) -> bool {
         match chunk.checked_add(self.sb_bits) {
             Some(fb) if (fb >> self.fps) < self.file_pages => {
-                self.bits[(fb >> 6) as usize][which] >> (fb & 63) & 1 != 0
+                self.bits[which][(fb >> 6) as usize] >> (fb & 63) & 1 != 0
             }
             _ => false,
         }
@@ -1669,7 +1678,7 @@ impl Bitmap {
         (0..self.geo.bit_bytes() as usize)
             .map(|k| {
                 let fb = base + k;
-                (self.bits[fb / 8][which] >> ((fb % 8) * 8)) as u8
+                (self.bits[which][fb / 8] >> ((fb % 8) * 8)) as u8
             })
             .collect()
     }
@@ -1693,7 +1702,7 @@ impl Bitmap {
         let last = self.end_fbit.div_ceil(64) as usize;
         for w in first..last {
             let mask = self.in_range_mask(w);
-            let x = self.bits[w][which] & mask;
+            let x = self.bits[which][w] & mask;
             match start {
                 None if x == 0 => continue,
                 Some(_) if x == !0 => continue,
@@ -1805,7 +1814,7 @@ impl Bitmap {
         use std::mem::size_of;
         self.counters.capacity() * size_of::<u16>()
             + self.pages.capacity() * size_of::<CounterPage>()
-            + self.bits.capacity() * size_of::<[u64; 2]>()
+            + (self.bits[CACHED].capacity() + self.bits[DISK].capacity()) * size_of::<u64>()
             + (self.diff.capacity()
                 + self.attr_dirty.capacity()
                 + self.attr_pending.capacity()
@@ -1831,7 +1840,7 @@ impl Bitmap {
             bad.push("missing pages");
         }
         let mut diff_ok = true;
-        for (w, &[cw, dw]) in self.bits.iter().enumerate() {
+        for (w, (&cw, &dw)) in self.bits[CACHED].iter().zip(&self.bits[DISK]).enumerate() {
             diff_ok &= cw == dw || self.diff[w / 64] >> (w % 64) & 1 != 0;
         }
         if !diff_ok {
