@@ -346,9 +346,15 @@ impl Agent {
 
     /// Applies every event waiting in the ring buffer; returns how many.
     pub fn poll(&mut self) -> Result<usize> {
+        let now = monotonic_ns();
         let n = self.drain_to_backlog()?;
         while let Some(ev) = self.backlog.pop_front() {
             self.apply(&ev);
+        }
+        // Every event stamped before `now` is applied: due raid4/5/6 repairs need not wait for
+        // the array's next event.
+        for a in self.mirror.arrays.values_mut() {
+            a.settle(now);
         }
         Ok(n)
     }

@@ -184,8 +184,6 @@ pub struct Vm {
     pub cpus: u32,
     /// How the data disks are attached.
     pub bus: Bus,
-    /// Extra kernel command-line arguments (for example `idle=poll`).
-    pub extra_kernel_args: String,
 }
 
 /// How data disks are attached to the guest.
@@ -232,7 +230,6 @@ impl Vm {
             memory_mib: 1024,
             cpus: 2,
             bus,
-            extra_kernel_args: String::new(),
         })
     }
 
@@ -316,14 +313,10 @@ impl Vm {
             .arg(self.kernel.vmlinuz())
             .arg("-initrd")
             .arg(&initrd)
-            .arg("-append")
-            .arg(
-                format!(
-                    "console=ttyS0 panic=-1 loglevel=4 rdinit=/init quiet {}",
-                    self.extra_kernel_args
-                )
-                .trim_end(),
-            );
+            .args([
+                "-append",
+                "console=ttyS0 panic=-1 loglevel=4 rdinit=/init quiet",
+            ]);
         let virtio_drive = |cmd: &mut Command, d: &Path| {
             cmd.arg("-drive").arg(format!(
                 "file={},format=raw,if=virtio,cache=unsafe",
