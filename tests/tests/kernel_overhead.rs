@@ -4,8 +4,7 @@
 //! sides), after one warm-up round. Printed: the IOPS of each round, the IOPS ratio with/without
 //! (target >= 0.97; printed, not asserted: a shared host makes timings noisy) and the mirror's
 //! lag from kernel event (BPF ktime in each record) to engine update, p50 and p99, as the agent
-//! reports it in `feed.lag_p50_us` / `feed.lag_p99_us`. The guest runs with `idle=poll` (see
-//! [`run`]).
+//! reports it in `feed.lag_p50_us` / `feed.lag_p99_us`. The guest has one vCPU (see [`run`]).
 //!
 //! Asserted (sanity only): every round ran and timed its writes; every attached round's mirror
 //! applied at least one start-write and one end-write per write, and reported its lag.
@@ -71,11 +70,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn run(series: Series) {
     let dir = work_dir("overhead", series);
     let mut vm = Vm::new(series, &dir, &[]).unwrap();
-    // Idle vCPUs spin instead of halting. Without it the rounds with the agent ran 3-4x faster
-    // (6.1: 551 against 185 IOPS; 6.12: 882 against 208): every raid1 write waits for md's
-    // thread to submit it after the bitmap unplug, and waking a halted TCG vCPU takes
-    // milliseconds, while the agent's own wake-ups kept the vCPUs awake.
-    vm.extra_kernel_args = "idle=poll".into();
+    // One vCPU. With two, the rounds with the agent ran 3-4x faster (6.1: 551 against 185 IOPS;
+    // 6.12: 882 against 208): every raid1 write waits for md's thread to submit it after the
+    // bitmap unplug, waking it on the other, halted TCG vCPU takes milliseconds, and the agent's
+    // own wake-ups kept that vCPU awake. On one vCPU the wake-up stays on the CPU, and the
+    // agent's work (BPF programs and the user-space mirror) competes with the writes for it.
+    vm.cpus = 1;
     let payload = Payload::script(script()).timeout(Duration::from_secs(400));
     let r = vm.run(&payload).unwrap();
     r.expect_success().unwrap();
