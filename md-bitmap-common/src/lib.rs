@@ -35,6 +35,10 @@ pub enum RecordKind {
     /// Entry of the bitmap superblock update (`md_bitmap_update_sb` / `bitmap_update_sb`), which
     /// writes the superblock's page, and with it the bits that share page 0.
     UpdateSb = 12,
+    /// Return of the bitmap daemon: `args[0]` the `struct mddev`, `args[1]` the kernel's
+    /// `bitmap->daemon_lastrun` after the call, `args[2]` 1 when it could be read (needs
+    /// [`MdLayout`]).
+    DaemonDone = 13,
 }
 
 impl RecordKind {
@@ -53,6 +57,7 @@ impl RecordKind {
             10 => Self::Unplug,
             11 => Self::BioRemap,
             12 => Self::UpdateSb,
+            13 => Self::DaemonDone,
             _ => return None,
         })
     }
@@ -142,6 +147,31 @@ pub struct BioLayout {
 #[cfg(feature = "user")]
 // SAFETY: `BioLayout` is `repr(C)`, `Copy`, six u32 and no padding.
 unsafe impl aya::Pod for BioLayout {}
+
+/// Byte offsets in md's structures (from md_mod's BTF, written by userspace into `MD_LAYOUT`;
+/// `valid == 0` means unknown and the programs read nothing). With it, the update-sb probe
+/// reports `mddev->events` (`args[1]`, with `args[2] = 1`) and the daemon's return probe reports
+/// `bitmap->daemon_lastrun`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MdLayout {
+    /// Non-zero when the offsets below are set.
+    pub valid: u32,
+    /// `bitmap.mddev` (a `struct mddev *`).
+    pub bitmap_mddev: u32,
+    /// `mddev.events` (u64).
+    pub mddev_events: u32,
+    /// `mddev.bitmap` (a `struct bitmap *`).
+    pub mddev_bitmap: u32,
+    /// `bitmap.daemon_lastrun` (unsigned long, jiffies).
+    pub bitmap_daemon_lastrun: u32,
+    /// Padding (keeps the size a multiple of 8).
+    pub pad: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `MdLayout` is `repr(C)`, `Copy`, six u32 and no padding.
+unsafe impl aya::Pod for MdLayout {}
 
 /// Largest kernel read one [`PeekRequest`] can ask for (one page of bitmap counters).
 pub const PEEK_MAX: usize = 4096;

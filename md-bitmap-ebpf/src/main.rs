@@ -12,13 +12,13 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_jiffies64, bpf_ktime_get_ns,
         bpf_probe_read_kernel as bpf_probe_read_kernel_t, generated::bpf_probe_read_kernel,
     },
-    macros::{kprobe, map, raw_tracepoint, tracepoint},
+    macros::{kprobe, kretprobe, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RawTracePointContext, TracePointContext},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
 };
 use md_bitmap_common::{
-    BioLayout, COUNTER_SLOTS, Counter, PEEK_MAX, PeekReply, PeekRequest, RING_BYTES, Record,
-    RecordKind,
+    BioLayout, COUNTER_SLOTS, Counter, MdLayout, PEEK_MAX, PeekReply, PeekRequest, RING_BYTES,
+    Record, RecordKind,
 };
 
 /// Every event, in the order the kernel produced them on each CPU.
@@ -92,9 +92,71 @@ bitmap_kprobe!(md_start_sync, RecordKind::StartSync);
 bitmap_kprobe!(md_end_sync, RecordKind::EndSync);
 bitmap_kprobe!(md_close_sync, RecordKind::CloseSync);
 bitmap_kprobe!(md_cond_end_sync, RecordKind::CondEndSync);
-bitmap_kprobe!(md_daemon_work, RecordKind::DaemonWork);
 bitmap_kprobe!(md_unplug, RecordKind::Unplug);
-bitmap_kprobe!(md_update_sb, RecordKind::UpdateSb);
+
+/// md structure offsets (from md_mod's BTF, set by userspace).
+#[map]
+static MD_LAYOUT: Array<MdLayout> = Array::with_max_entries(1, 0);
+
+/// The `struct mddev *` of each thread inside the bitmap daemon, for its return probe.
+#[map]
+static DAEMON_ARG: HashMap<u32, u64> = HashMap::with_max_entries(1024, 0);
+
+/// Entry of the bitmap daemon. It reads `jiffies` itself only after taking
+/// `bitmap_info.mutex`, so whether a pass ran is reported by [`md_daemon_work_ret`].
+#[kprobe]
+pub fn md_daemon_work(ctx: ProbeContext) -> u32 {
+    let args = probe_args(&ctx);
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let _ = DAEMON_ARG.insert(&tid, &args[0], 0);
+    emit(RecordKind::DaemonWork, 0, args);
+    0
+}
+
+/// Return of the bitmap daemon: the kernel's `bitmap->daemon_lastrun`, which the daemon sets to
+/// `jiffies` exactly when its `time_before(jiffies, daemon_lastrun + daemon_sleep)` test passed.
+#[kretprobe]
+pub fn md_daemon_work_ret(_ctx: RetProbeContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: the value is copied out at once and never held across helper calls.
+    let Some(mddev) = (unsafe { DAEMON_ARG.get(&tid) }).copied() else {
+        return 0;
+    };
+    let _ = DAEMON_ARG.remove(&tid);
+    let mut args = [mddev, 0, 0, 0, 0];
+    if let Some(l) = MD_LAYOUT.get(0)
+        && l.valid != 0
+    {
+        let bitmap: u64 = read_at(mddev, l.mddev_bitmap);
+        if bitmap != 0 {
+            args[1] = read_at(bitmap, l.bitmap_daemon_lastrun);
+            args[2] = 1;
+        }
+    }
+    emit(RecordKind::DaemonDone, 0, args);
+    0
+}
+
+/// Entry of the bitmap superblock update; with [`MdLayout`] it also reports `mddev->events`,
+/// which `md_update_sb()` has just advanced (the end-write rule compares `events_cleared` with
+/// it and sets `need_sync`).
+#[kprobe]
+pub fn md_update_sb(ctx: ProbeContext) -> u32 {
+    let mut args = probe_args(&ctx);
+    args[1] = 0;
+    args[2] = 0;
+    if let Some(l) = MD_LAYOUT.get(0)
+        && l.valid != 0
+    {
+        let mddev: u64 = read_at(args[0], l.bitmap_mddev);
+        if mddev != 0 {
+            args[1] = read_at(mddev, l.mddev_events);
+            args[2] = 1;
+        }
+    }
+    emit(RecordKind::UpdateSb, 0, args);
+    0
+}
 
 /// Where `struct bio` keeps what the block programs read (from vmlinux BTF, set by userspace).
 #[map]

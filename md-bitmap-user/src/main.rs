@@ -142,7 +142,7 @@ fn run_verify(args: &VerifyArgs) -> Result<()> {
         if stopping {
             break;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        agent.wait(Duration::from_millis(10))?;
     }
     Ok(())
 }
@@ -282,7 +282,10 @@ fn run_watch(args: &WatchArgs) -> Result<()> {
                 break;
             }
         }
-        std::thread::sleep(Duration::from_millis(20));
+        match agent.as_mut() {
+            Some(a) => a.wait(Duration::from_millis(20))?,
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
     }
     Ok(())
 }

@@ -9,8 +9,10 @@
 //! idle, while the daemon clears the bits (time_base 1 s).
 //!
 //! Asserted, per array: zero chunks whose in-flight state differs between mirror and kernel at
-//! every check; the held writes seen in flight; zero on-disk mismatches at quiescent points;
-//! the bits leave the mirror within one check of leaving the disk.
+//! every check; the held writes seen in flight; zero on-disk and zero 16-bit counter mismatches
+//! at quiescent points; the bits leave the mirror within one check of leaving the disk. Printed:
+//! end-writes the mirror repaired (lost end-write kprobes), daemon passes applied at the
+//! daemon's return, bitmap-wide fields (allclean, need_sync, events...) that differed.
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -129,8 +131,14 @@ fn run(series: Series) {
         let max_dirty = rs.iter().map(|v| u(v, "disk_dirty")).max().unwrap();
         let missed = rs.iter().map(|v| u(v, "missed")).max().unwrap();
         let drops = rs.iter().map(|v| u(v, "drops")).max().unwrap();
+        let repaired = rs
+            .iter()
+            .map(|v| u(v, "repaired_end_writes"))
+            .max()
+            .unwrap();
+        let late = rs.iter().map(|v| u(v, "late_daemon_passes")).max().unwrap();
         eprintln!(
-            "kernel {} {name}: feed missed {missed}, dropped {drops}",
+            "kernel {} {name}: feed missed {missed}, dropped {drops}; end-writes repaired {repaired}, daemon passes applied at return {late}",
             r.release
         );
         // When did the bits leave the disk, and the mirror, after the last write in flight?
@@ -148,6 +156,31 @@ fn run(series: Series) {
             clear_disk.map(|i| (ts(i) - ts(last_busy)) as f64 / 1e9),
             clear_mirror.map(|i| (ts(i) - ts(last_busy)) as f64 / 1e9),
         );
+        // Bitmap-wide fields (allclean, need_sync, events, events_cleared, daemon_lastrun) that
+        // differed from the kernel's at a check; reported, not asserted (a check can land inside
+        // a daemon pass).
+        let diffs: Vec<String> = rs
+            .iter()
+            .flat_map(|v| v["state_diffs"].as_array().cloned().unwrap_or_default())
+            .filter_map(|d| {
+                d.as_str()
+                    .map(|s| s.split('=').next().unwrap_or("").to_string())
+            })
+            .collect();
+        let mut diff_counts: BTreeMap<String, usize> = BTreeMap::new();
+        for d in diffs {
+            *diff_counts.entry(d).or_default() += 1;
+        }
+        eprintln!(
+            "kernel {} {name}: checks with bitmap fields differing from the kernel's: {diff_counts:?}; at quiescent points: {:?}",
+            r.release,
+            quiet
+                .iter()
+                .filter(|v| v["state_diffs"].as_array().is_some_and(|a| !a.is_empty()))
+                .map(|v| v["state_diffs"].clone())
+                .take(4)
+                .collect::<Vec<_>>()
+        );
         let bad: Vec<_> = rs
             .iter()
             .filter(|v| u(v, "in_flight_mismatches") > 0)
@@ -158,9 +191,15 @@ fn run(series: Series) {
             "{} {name}: in-flight mismatches: {bad:?}",
             r.release
         );
-        // Full 16-bit counter equality (the daemon's 2 -> 1 -> 0 ticks included) is reported
-        // above, not asserted: a daemon pass can land on the other side of a jiffy from the one
-        // the mirror replays, shifting a tick for one sweep (seen on 6.1 raid10).
+        // Full 16-bit counter equality (the daemon's 2 -> 1 -> 0 ticks included) is asserted at
+        // quiescent points; elsewhere a check can land inside a daemon pass (entry probe before
+        // the kernel read, counter walk after it), so it is only reported.
+        let quiet_counter_mm: u64 = quiet.iter().map(|v| u(v, "counter_mismatches")).sum();
+        assert_eq!(
+            quiet_counter_mm, 0,
+            "{} {name}: counter mismatches at quiescent points",
+            r.release
+        );
         assert!(
             max_inflight > 0,
             "{} {name}: the delayed writes were never seen in flight",
@@ -195,13 +234,7 @@ fn run(series: Series) {
     cleanup(&dir);
 }
 
-// Not yet passing on 6.1: the mirror replays md's daemon from its entry kprobe and the jiffies
-// read there; on 6.1 raid10 a pass sometimes lands on the other side of a jiffy, the mirror's
-// 2 -> 1 -> 0 sweep runs one pass late and a cleared bit reaches disk one check before the
-// mirror clears it (1 chunk at 1 quiescent point in ~95 checks). Fix: learn whether a pass ran
-// from the kernel's `daemon_lastrun` (kretprobe) instead of replaying the time check.
 #[test]
-#[ignore = "6.1: daemon pass timing off by one sweep at times; see the comment above"]
 fn mirror_matches_kernel_on_6_1() {
     run(Series::V6_1);
 }

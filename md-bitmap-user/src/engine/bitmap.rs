@@ -1541,6 +1541,18 @@ impl Bitmap {
         self.daemon_lastrun
     }
 
+    /// Sets `bitmap->allclean` to a value read from the kernel (attach to a running array). Not
+    /// a kernel transition.
+    pub fn set_allclean(&mut self, allclean: bool) {
+        self.allclean = allclean;
+    }
+
+    /// Sets `bitmap->daemon_lastrun` to a value read from the kernel (a replayer that stamped a
+    /// pass with an earlier `now` than the kernel's own `jiffies` read). Not a kernel transition.
+    pub fn set_daemon_lastrun(&mut self, lastrun: u64) {
+        self.daemon_lastrun = lastrun;
+    }
+
     /// The earliest `now` at which [`daemon_work`](Self::daemon_work) runs:
     /// `daemon_lastrun + daemon_sleep`.
     pub fn next_daemon_due(&self) -> u64 {

@@ -5,7 +5,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use aya::Ebpf;
 use aya::maps::{Array as BpfArray, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{KProbe, RawTracePoint, TracePoint};
-use md_bitmap_common::{BioLayout, Counter, PEEK_MAX, PeekReply, PeekRequest, Record};
+use md_bitmap_common::{BioLayout, Counter, MdLayout, PEEK_MAX, PeekReply, PeekRequest, Record};
 
 use super::record::DevNum;
 use super::symbols::BitmapAbi;
@@ -118,6 +118,19 @@ impl Feed {
                 .kprobes
                 .insert(prog.to_string(), func.to_string());
         }
+        if let Some(f) = &abi.daemon_work {
+            let prog = "md_daemon_work_ret";
+            let p: &mut KProbe = self
+                .ebpf
+                .program_mut(prog)
+                .ok_or_else(|| anyhow!("eBPF program {prog} missing from the object"))?
+                .try_into()?;
+            p.load()
+                .with_context(|| format!("cannot load eBPF program {prog}"))?;
+            p.attach(f, 0)
+                .with_context(|| format!("cannot attach kretprobe {prog} to {f}"))?;
+            self.attached.kprobes.insert(prog.to_string(), f.clone());
+        }
         let btf = super::btf::Btf::load_vmlinux()?;
         let layout = bio_layout(&btf).context("vmlinux BTF: struct bio layout")?;
         {
@@ -137,6 +150,15 @@ impl Feed {
                 .with_context(|| format!("cannot attach raw tracepoint {tp}"))?;
             self.attached.tracepoints.push(format!("block/{tp}"));
         }
+        Ok(())
+    }
+
+    /// Gives the programs md's structure offsets (see [`MdLayout`]): the update-sb probe then
+    /// reports `mddev->events` and the daemon's return probe `bitmap->daemon_lastrun`.
+    pub fn set_md_layout(&mut self, layout: MdLayout) -> Result<()> {
+        let mut m: BpfArray<_, MdLayout> =
+            BpfArray::try_from(self.ebpf.map_mut("MD_LAYOUT").context("no MD_LAYOUT")?)?;
+        m.set(0, layout, 0)?;
         Ok(())
     }
 
@@ -169,6 +191,28 @@ impl Feed {
             self.ring = Some(RingBuf::try_from(map)?);
         }
         Ok(self.ring.as_mut().unwrap())
+    }
+
+    /// Waits until the ring buffer has records or `timeout` passes (poll(2) on its fd, which the
+    /// kernel wakes on submit); returns at once when records are already waiting.
+    pub fn wait(&mut self, timeout: std::time::Duration) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let fd = self.ring()?.as_raw_fd();
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: `pfd` is one valid pollfd that outlives the call; nfds is 1.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e).context("poll on the ring buffer");
+            }
+        }
+        Ok(())
     }
 
     /// Calls `f` on every record waiting in the ring buffer; returns how many there were.

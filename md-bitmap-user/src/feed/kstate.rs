@@ -17,6 +17,7 @@ use super::symbols::KernelSymbols;
 #[derive(Clone, Debug, Serialize)]
 pub struct Layout {
     mddev_all_mddevs: u32,
+    bitmap_mddev: u32,
     mddev_unit: u32,
     mddev_bitmap: u32,
     mddev_events: u32,
@@ -56,6 +57,7 @@ impl Layout {
         let hijacked = bit("hijacked")?;
         Ok(Self {
             mddev_all_mddevs: off("mddev", "all_mddevs")?,
+            bitmap_mddev: off("bitmap", "mddev")?,
             mddev_unit: off("mddev", "unit")?,
             mddev_bitmap: off("mddev", "bitmap")?,
             mddev_events: off("mddev", "events")?,
@@ -78,6 +80,20 @@ impl Layout {
             bitmap_page_pending_bit: bit("pending")? - (hijacked / 32) * 32,
             bitmap_page_count_bit: bit("count")? - (hijacked / 32) * 32,
         })
+    }
+}
+
+impl Layout {
+    /// The offsets the eBPF programs read md's structures with.
+    pub fn for_ebpf(&self) -> md_bitmap_common::MdLayout {
+        md_bitmap_common::MdLayout {
+            valid: 1,
+            bitmap_mddev: self.bitmap_mddev,
+            mddev_events: self.mddev_events,
+            mddev_bitmap: self.mddev_bitmap,
+            bitmap_daemon_lastrun: self.bitmap_daemon_lastrun,
+            pad: 0,
+        }
     }
 }
 

@@ -120,10 +120,20 @@ pub enum EventKind {
         /// Kernel address of the `struct mddev`.
         mddev: u64,
     },
+    /// Return of the bitmap daemon.
+    DaemonDone {
+        /// Kernel address of the `struct mddev`.
+        mddev: u64,
+        /// `bitmap->daemon_lastrun` after the call (jiffies), when md's offsets are known: it
+        /// changed exactly when the daemon's time test passed.
+        lastrun: Option<u64>,
+    },
     /// Entry of the bitmap superblock update (writes page 0 of the bitmap).
     UpdateSb {
         /// As for start-write.
         owner: u64,
+        /// `mddev->events` at the call, when md's offsets are known.
+        events: Option<u64>,
     },
     /// Entry of the unplug function.
     Unplug {
@@ -140,6 +150,10 @@ pub enum EventKind {
         sectors: u64,
         /// The block layer's `rwbs` string.
         rwbs: String,
+        /// Kernel address of the `struct bio` (pairs its completion with it, and with the
+        /// start-writes md made for it).
+        #[serde(default)]
+        bio: u64,
     },
     /// A bio completed on a watched md device.
     BioComplete {
@@ -153,6 +167,9 @@ pub enum EventKind {
         rwbs: String,
         /// The bio's `bi_status` (0 on success).
         error: i32,
+        /// Kernel address of the `struct bio`.
+        #[serde(default)]
+        bio: u64,
     },
     /// A bio of a watched md device remapped to a member.
     BioRemap {
@@ -224,12 +241,20 @@ impl FeedEvent {
             },
             RecordKind::DaemonWork => EventKind::DaemonWork { mddev: a[0] },
             RecordKind::Unplug => EventKind::Unplug { owner: a[0] },
-            RecordKind::UpdateSb => EventKind::UpdateSb { owner: a[0] },
+            RecordKind::UpdateSb => EventKind::UpdateSb {
+                owner: a[0],
+                events: (a[2] == 1).then_some(a[1]),
+            },
+            RecordKind::DaemonDone => EventKind::DaemonDone {
+                mddev: a[0],
+                lastrun: (a[2] == 1).then_some(a[1]),
+            },
             RecordKind::BioQueue => EventKind::BioQueue {
                 dev: DevNum::from_kernel(rec.dev),
                 sector: a[0],
                 sectors: a[1],
                 rwbs: rwbs(a[2]),
+                bio: a[4],
             },
             RecordKind::BioComplete => EventKind::BioComplete {
                 dev: DevNum::from_kernel(rec.dev),
@@ -237,6 +262,7 @@ impl FeedEvent {
                 sectors: a[1],
                 rwbs: rwbs(a[2]),
                 error: a[3] as u8 as i32,
+                bio: a[4],
             },
             RecordKind::BioRemap => EventKind::BioRemap {
                 dev: DevNum::from_kernel(rec.dev),

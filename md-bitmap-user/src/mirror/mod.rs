@@ -26,6 +26,10 @@ fn pop(m: &mut HashMap<(u64, u64), VecDeque<u64>>, key: (u64, u64)) -> bool {
     true
 }
 
+/// How long after a raid4/5/6 write bio completes its end-writes must have been seen (they
+/// come microseconds before or after the completion, in the same thread).
+pub const PARITY_REPAIR_GRACE_NS: u64 = 50_000_000;
+
 /// raid1 and raid10 account a write to the bitmap with the array bio's own range.
 fn identity_ranges(level: &str) -> bool {
     matches!(level, "raid1" | "raid10")
@@ -75,6 +79,19 @@ pub struct MirrorArray {
     pub last_reconcile_ns: Option<u64>,
     /// Kernel time (ns) of the last bitmap event applied.
     pub last_bitmap_event_ns: u64,
+    /// Whether the daemon call in progress (entry seen, return not yet) ran in the engine.
+    daemon_entry_ran: Option<bool>,
+    /// raid4/5/6: the last write bio each thread queued on the array (tid -> bio address).
+    last_queued_bio: HashMap<u32, u64>,
+    /// raid4/5/6: the start-writes md made for each write bio in flight (bio -> ranges).
+    bio_starts: HashMap<u64, Vec<(u64, u64)>>,
+    /// raid4/5/6: write bios in flight linked to each start-write range.
+    linked_bios: HashMap<(u64, u64), u32>,
+    /// raid4/5/6: ranges of completed bios to check for a lost end-write, with the kernel time
+    /// (ns) the check is due.
+    due_repairs: VecDeque<(u64, Vec<(u64, u64)>)>,
+    /// Lag from kernel event to its application here, microseconds.
+    lag_us: hdrhistogram::Histogram<u64>,
 }
 
 impl MirrorArray {
@@ -93,7 +110,30 @@ impl MirrorArray {
             health: FeedHealth::default(),
             last_reconcile_ns: None,
             last_bitmap_event_ns: 0,
+            daemon_entry_ran: None,
+            last_queued_bio: HashMap::new(),
+            bio_starts: HashMap::new(),
+            linked_bios: HashMap::new(),
+            due_repairs: VecDeque::new(),
+            // 1 µs to 1 h at 2 significant digits: a few KiB, fixed.
+            lag_us: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2)
+                .expect("valid histogram bounds"),
         }
+    }
+
+    /// Records that an event stamped `event_ns` by the kernel (BPF `ktime`, CLOCK_MONOTONIC)
+    /// was applied at `applied_ns` (CLOCK_MONOTONIC).
+    pub fn record_lag(&mut self, event_ns: u64, applied_ns: u64) {
+        if event_ns < self.seed_ts_ns {
+            return;
+        }
+        let us = applied_ns.saturating_sub(event_ns) / 1000;
+        self.lag_us.saturating_record(us.max(1));
+    }
+
+    /// Lag quantile `q` (0..=1) in microseconds, `None` before any event.
+    pub fn lag_quantile_us(&self, q: f64) -> Option<u64> {
+        (!self.lag_us.is_empty()).then(|| self.lag_us.value_at_quantile(q))
     }
 
     /// The oldest pending start-write's start time (ns).
@@ -155,6 +195,7 @@ impl MirrorArray {
                 }
             }
             bm.set_events(k.events);
+            bm.set_allclean(k.allclean);
             self.seed_ts_ns = k.read_ts_ns;
             self.seed = Some(Seed::Kernel);
         } else {
@@ -165,6 +206,10 @@ impl MirrorArray {
         }
         self.pending_writes.clear();
         self.repaired.clear();
+        self.bio_starts.clear();
+        self.linked_bios.clear();
+        self.due_repairs.clear();
+        self.last_queued_bio.clear();
         self.bitmap = Some(bm);
     }
 
@@ -172,29 +217,36 @@ impl MirrorArray {
         if ev.ts_ns < self.seed_ts_ns {
             return;
         }
+        self.settle(ev.ts_ns);
         let degraded = self.info.degraded > 0;
         match &ev.kind {
             EventKind::BioQueue {
                 sector,
                 sectors,
                 rwbs,
+                bio,
                 ..
             } if rwbs.contains('W') && *sectors > 0 => {
                 self.pending_bios
                     .entry((*sector, *sectors))
                     .or_default()
                     .push_back(ev.ts_ns);
+                if !identity_ranges(&self.info.level) && *bio != 0 {
+                    self.last_queued_bio.insert(ev.tid, *bio);
+                }
             }
             EventKind::BioComplete {
                 sector,
                 sectors,
                 rwbs,
+                bio,
                 ..
             } => {
                 let key = (*sector, *sectors);
                 pop(&mut self.pending_bios, key);
                 if rwbs.contains('W') {
                     self.repair_missed_end_write(key, degraded);
+                    self.repair_missed_parity_end_writes(*bio, ev.ts_ns);
                 }
             }
             _ => {}
@@ -209,6 +261,7 @@ impl MirrorArray {
                 | EventKind::BioComplete { .. }
                 | EventKind::BioRemap { .. }
                 | EventKind::DaemonWork { .. }
+                | EventKind::DaemonDone { .. }
         ) {
             self.last_bitmap_event_ns = ev.ts_ns;
         }
@@ -224,6 +277,16 @@ impl MirrorArray {
                     .entry((*offset, *sectors))
                     .or_default()
                     .push_back(ev.ts_ns);
+                // raid4/5/6 start a bio's bitmap writes in the submitting thread, right after
+                // the block layer queued the bio: per stripe in add_stripe_bio() (≤6.13), once
+                // per bio in md_account_bio() -> md_bitmap_start() (6.14+ and backports).
+                if let Some(bio) = self.last_queued_bio.get(&ev.tid) {
+                    self.bio_starts
+                        .entry(*bio)
+                        .or_default()
+                        .push((*offset, *sectors));
+                    *self.linked_bios.entry((*offset, *sectors)).or_default() += 1;
+                }
                 self.health.events += 1;
             }
             EventKind::EndWrite {
@@ -257,16 +320,47 @@ impl MirrorArray {
                 self.health.events += 1;
             }
             EventKind::DaemonWork { .. } => {
-                if let DaemonOutcome::Ran(_) = bm.daemon_work(ev.jiffies) {
+                let outcome = bm.daemon_work(ev.jiffies);
+                if let DaemonOutcome::Ran(_) = outcome {
                     self.last_bitmap_event_ns = ev.ts_ns;
                 }
+                self.daemon_entry_ran = Some(!matches!(outcome, DaemonOutcome::NotDue));
                 self.health.events += 1;
+            }
+            EventKind::DaemonDone {
+                lastrun: Some(l), ..
+            } => {
+                // md_bitmap_daemon_work() (6.1) / bitmap_daemon_work() (6.12) read `jiffies`
+                // after mutex_lock(&mddev->bitmap_info.mutex), for the time test and again for
+                // `daemon_lastrun = jiffies`, later than the entry probe's `jiffies`. The kernel's
+                // `daemon_lastrun` after the call says what happened: unchanged, no pass; changed
+                // while the engine found the pass not due at entry, the kernel's test passed on a
+                // later jiffy: run the pass now, at the kernel's time; changed after a pass the
+                // engine also ran, only the stamp differs.
+                if *l != bm.daemon_lastrun() {
+                    match self.daemon_entry_ran {
+                        Some(false) => {
+                            if let DaemonOutcome::Ran(_) = bm.daemon_work(*l) {
+                                self.last_bitmap_event_ns = ev.ts_ns;
+                            }
+                            self.health.late_daemon_passes += 1;
+                        }
+                        _ => bm.set_daemon_lastrun(*l),
+                    }
+                }
+                self.daemon_entry_ran = None;
             }
             EventKind::Unplug { .. } => {
                 bm.unplug();
                 self.health.events += 1;
             }
-            EventKind::UpdateSb { .. } => {
+            EventKind::UpdateSb { events, .. } => {
+                // md_update_sb() advances (or, on a clean/dirty flip, rolls back) mddev->events
+                // before it calls the bitmap's update_sb; end-writes compare events_cleared
+                // with it and set need_sync (md_bitmap_endwrite() / bitmap_endwrite()).
+                if let Some(e) = events {
+                    bm.set_events(*e);
+                }
                 bm.update_sb();
                 self.health.events += 1;
             }
@@ -311,6 +405,59 @@ impl MirrorArray {
             bm.end_write(key.0, key.1, true, false, degraded);
             *self.repaired.entry(key).or_default() += 1;
             self.health.repaired_end_writes += 1;
+        }
+    }
+
+    /// raid4/5/6: every start-write md made for an array bio is over shortly after the bio
+    /// completes. 6.14+ and backports such as Debian's 6.12 end it just before:
+    /// md_end_clone_io() calls md_bitmap_end() and then bio_endio(orig_bio). ≤6.13 end it just
+    /// after, in the same thread: handle_stripe_clean_event() calls bio_endio() on a device's
+    /// written bios and then md_bitmap_endwrite() for the stripe. So [`PARITY_REPAIR_GRACE_NS`]
+    /// after a write bio completes, a range with more start-writes pending than other linked
+    /// bios in flight lost an end-write event: [`settle`](Self::settle) applies it then and
+    /// counts the repair (a late real one is then ignored, as for raid1).
+    fn repair_missed_parity_end_writes(&mut self, bio: u64, completed_ns: u64) {
+        if identity_ranges(&self.info.level) || bio == 0 {
+            return;
+        }
+        self.last_queued_bio.retain(|_, b| *b != bio);
+        let Some(keys) = self.bio_starts.remove(&bio) else {
+            return;
+        };
+        for key in &keys {
+            if let Some(n) = self.linked_bios.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.linked_bios.remove(key);
+                }
+            }
+        }
+        self.due_repairs
+            .push_back((completed_ns + PARITY_REPAIR_GRACE_NS, keys));
+    }
+
+    /// Applies the raid4/5/6 end-write repairs that are due at kernel time `now_ns` (see
+    /// [`repair_missed_parity_end_writes`](Self::repair_missed_parity_end_writes)).
+    pub fn settle(&mut self, now_ns: u64) {
+        let degraded = self.info.degraded > 0;
+        while self
+            .due_repairs
+            .front()
+            .is_some_and(|(due, _)| *due <= now_ns)
+        {
+            let (_, keys) = self.due_repairs.pop_front().unwrap();
+            for key in keys {
+                let pending = self.pending_writes.get(&key).map_or(0, VecDeque::len);
+                let linked = self.linked_bios.get(&key).copied().unwrap_or(0) as usize;
+                if pending > linked
+                    && let Some(bm) = self.bitmap.as_mut()
+                {
+                    pop(&mut self.pending_writes, key);
+                    bm.end_write(key.0, key.1, true, false, degraded);
+                    *self.repaired.entry(key).or_default() += 1;
+                    self.health.repaired_end_writes += 1;
+                }
+            }
         }
     }
 
@@ -368,6 +515,8 @@ impl MirrorArray {
         let mut health = self.health.clone();
         health.drops = drops;
         health.last_reconcile_age_secs = age(self.last_reconcile_ns);
+        health.lag_p50_us = self.lag_quantile_us(0.5);
+        health.lag_p99_us = self.lag_quantile_us(0.99);
         health.anomalies = self
             .bitmap
             .as_ref()
@@ -441,9 +590,29 @@ impl Mirror {
         self.arrays.remove(name)
     }
 
-    /// Routes one event to its array and applies it.
-    pub fn apply(&mut self, ev: &FeedEvent) {
-        let name = match &ev.kind {
+    /// [`apply`](Self::apply), and records the event's lag: it was applied at `applied_ns`
+    /// (CLOCK_MONOTONIC).
+    pub fn apply_at(&mut self, ev: &FeedEvent, applied_ns: u64) {
+        if let Some(name) = self.apply(ev)
+            && let Some(a) = self.arrays.get_mut(&name)
+        {
+            a.record_lag(ev.ts_ns, applied_ns);
+        }
+    }
+
+    /// Routes one event to its array and applies it; the array's name.
+    pub fn apply(&mut self, ev: &FeedEvent) -> Option<String> {
+        let name = self.route(ev);
+        match name.as_ref().and_then(|n| self.arrays.get_mut(n)) {
+            Some(a) => a.apply(ev),
+            None => self.unrouted += 1,
+        }
+        name
+    }
+
+    /// The array an event belongs to, if known.
+    pub fn route(&self, ev: &FeedEvent) -> Option<String> {
+        match &ev.kind {
             EventKind::StartWrite { owner, .. }
             | EventKind::EndWrite { owner, .. }
             | EventKind::StartSync { owner, .. }
@@ -451,24 +620,22 @@ impl Mirror {
             | EventKind::CloseSync { owner }
             | EventKind::CondEndSync { owner, .. }
             | EventKind::Unplug { owner }
-            | EventKind::UpdateSb { owner } => self.by_addr.get(owner).cloned().or_else(|| {
+            | EventKind::UpdateSb { owner, .. } => self.by_addr.get(owner).cloned().or_else(|| {
                 // Without kernel addresses, a single array takes every bitmap event.
                 (self.arrays.len() == 1 && self.by_addr.is_empty())
                     .then(|| self.arrays.keys().next().cloned())
                     .flatten()
             }),
-            EventKind::DaemonWork { mddev } => self.by_addr.get(mddev).cloned().or_else(|| {
-                (self.arrays.len() == 1 && self.by_addr.is_empty())
-                    .then(|| self.arrays.keys().next().cloned())
-                    .flatten()
-            }),
+            EventKind::DaemonWork { mddev } | EventKind::DaemonDone { mddev, .. } => {
+                self.by_addr.get(mddev).cloned().or_else(|| {
+                    (self.arrays.len() == 1 && self.by_addr.is_empty())
+                        .then(|| self.arrays.keys().next().cloned())
+                        .flatten()
+                })
+            }
             EventKind::BioQueue { dev, .. }
             | EventKind::BioComplete { dev, .. }
             | EventKind::BioRemap { dev, .. } => self.by_dev.get(dev).cloned(),
-        };
-        match name.and_then(|n| self.arrays.get_mut(&n)) {
-            Some(a) => a.apply(ev),
-            None => self.unrouted += 1,
         }
     }
 }
@@ -570,6 +737,207 @@ mod tests {
     }
 
     #[test]
+    fn the_kernels_daemon_lastrun_decides_whether_a_pass_ran() {
+        let mut a = MirrorArray::new(info());
+        a.mddev = Some(0x3dd);
+        a.bitmap_addr = Some(0xb17);
+        let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
+        a.seed(KernelVariant::V6_1, geo, &[], 1, 1, None);
+        let mut m = Mirror::default();
+        m.insert(a);
+        let start = EventKind::StartWrite {
+            owner: 0xb17,
+            offset: 0,
+            sectors: 8,
+            behind: Some(false),
+        };
+        let end = EventKind::EndWrite {
+            owner: 0xb17,
+            offset: 0,
+            sectors: 8,
+            success: Some(true),
+            behind: Some(false),
+        };
+        m.apply(&ev(1, 10, start));
+        m.apply(&ev(2, 10, end));
+        let daemon = |m: &mut Mirror, t: u64, entry: u64, lastrun: u64| {
+            m.apply(&ev(t, entry, EventKind::DaemonWork { mddev: 0x3dd }));
+            m.apply(&ev(
+                t + 1,
+                lastrun,
+                EventKind::DaemonDone {
+                    mddev: 0x3dd,
+                    lastrun: Some(lastrun),
+                },
+            ));
+        };
+        let counter = |m: &Mirror| m.arrays["md0"].bitmap.as_ref().unwrap().counter(0).count();
+        assert_eq!(counter(&m), 2);
+        // Seeded with daemon_lastrun 0 and daemon_sleep 1250: entry at jiffy 1249 is not due,
+        // but the kernel read jiffies 1250 after its mutex and ran the pass (lastrun changed).
+        daemon(&mut m, 10, 1249, 1250);
+        assert_eq!(counter(&m), 1);
+        assert_eq!(m.arrays["md0"].health.late_daemon_passes, 1);
+        // Due at entry (2500) and the kernel stamped 2501: one pass, the kernel's stamp.
+        daemon(&mut m, 20, 2500, 2501);
+        assert_eq!(counter(&m), 0);
+        let bm = m.arrays["md0"].bitmap.as_ref().unwrap();
+        assert_eq!((bm.daemon_lastrun(), bm.daemon_passes()), (2501, 2));
+        // Not due and lastrun unchanged: nothing.
+        daemon(&mut m, 30, 3750, 2501);
+        assert_eq!(m.arrays["md0"].bitmap.as_ref().unwrap().daemon_passes(), 2);
+        assert_eq!(m.arrays["md0"].health.late_daemon_passes, 1);
+    }
+
+    #[test]
+    fn update_sb_carries_mddev_events_into_the_end_write_rule() {
+        let mut a = MirrorArray::new(info());
+        a.bitmap_addr = Some(0xb17);
+        let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
+        a.seed(KernelVariant::V6_1, geo, &[], 5, 5, None);
+        let mut m = Mirror::default();
+        m.insert(a);
+        // md_update_sb() advanced mddev->events to 6 (array went active).
+        m.apply(&ev(
+            1,
+            1,
+            EventKind::UpdateSb {
+                owner: 0xb17,
+                events: Some(6),
+            },
+        ));
+        m.apply(&ev(
+            2,
+            1,
+            EventKind::StartWrite {
+                owner: 0xb17,
+                offset: 0,
+                sectors: 8,
+                behind: Some(false),
+            },
+        ));
+        m.apply(&ev(
+            3,
+            1,
+            EventKind::EndWrite {
+                owner: 0xb17,
+                offset: 0,
+                sectors: 8,
+                success: Some(true),
+                behind: Some(false),
+            },
+        ));
+        let bm = m.arrays["md0"].bitmap.as_ref().unwrap();
+        assert_eq!(
+            (bm.events(), bm.events_cleared(), bm.need_sync()),
+            (6, 6, true)
+        );
+    }
+
+    #[test]
+    fn lag_quantiles_come_from_applied_events() {
+        let mut a = MirrorArray::new(info());
+        a.bitmap_addr = Some(0xb17);
+        let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
+        a.seed(KernelVariant::V6_1, geo, &[], 1, 1, None);
+        let mut m = Mirror::default();
+        m.insert(a);
+        assert_eq!(m.arrays["md0"].snapshot(0, 0).feed.lag_p50_us, None);
+        for i in 0..100u64 {
+            // Applied i+1 ms after the kernel stamped it.
+            m.apply_at(
+                &ev(1_000_000, 1, EventKind::Unplug { owner: 0xb17 }),
+                1_000_000 + (i + 1) * 1_000_000,
+            );
+        }
+        // Unrouted events are not measured.
+        m.apply_at(&ev(1, 1, EventKind::Unplug { owner: 0xdead }), 1 << 40);
+        let f = m.arrays["md0"].snapshot(0, 0).feed;
+        let (p50, p99) = (f.lag_p50_us.unwrap(), f.lag_p99_us.unwrap());
+        assert!((49_000..=51_000).contains(&p50), "{p50}");
+        assert!((98_000..=100_500).contains(&p99), "{p99}");
+    }
+
+    #[test]
+    fn raid5_a_lost_stripe_end_write_is_repaired_when_the_array_bio_completes() {
+        let mut i = info();
+        i.level = "raid5".into();
+        let mut a = MirrorArray::new(i);
+        a.bitmap_addr = Some(0xb17);
+        let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
+        a.seed(KernelVariant::V6_1, geo, &[], 1, 1, None);
+        let mut m = Mirror::default();
+        m.insert(a);
+        let dev = DevNum { major: 9, minor: 0 };
+        let on = |tid: u32, t: u64, kind: EventKind| FeedEvent {
+            ts_ns: t,
+            jiffies: 1,
+            cpu: 0,
+            tid,
+            kind,
+        };
+        let queue = |bio: u64| EventKind::BioQueue {
+            dev,
+            sector: 0,
+            sectors: 16,
+            rwbs: "WS".into(),
+            bio,
+        };
+        let done = |bio: u64| EventKind::BioComplete {
+            dev,
+            sector: 0,
+            sectors: 16,
+            rwbs: "WS".into(),
+            error: 0,
+            bio,
+        };
+        let start = |off: u64| EventKind::StartWrite {
+            owner: 0xb17,
+            offset: off,
+            sectors: 8,
+            behind: Some(false),
+        };
+        let end = |off: u64| EventKind::EndWrite {
+            owner: 0xb17,
+            offset: off,
+            sectors: 8,
+            success: Some(true),
+            behind: Some(false),
+        };
+        // Thread 7 queues bio A (two stripes: start-writes at 0 and 8); thread 9 queues bio B
+        // on stripe 0 too.
+        m.apply(&on(7, 1, queue(0xa)));
+        m.apply(&on(7, 2, start(0)));
+        m.apply(&on(7, 3, start(8)));
+        m.apply(&on(9, 4, queue(0xb)));
+        m.apply(&on(9, 5, start(0)));
+        // A completes; stripe 8's end-write follows it (≤6.13 order), stripe 0's for A is lost.
+        m.apply(&on(0, 6, done(0xa)));
+        m.apply(&on(0, 7, end(8)));
+        let s = m.arrays["md0"].snapshot(8, 0);
+        assert_eq!(s.feed.repaired_end_writes, 0, "not before the grace period");
+        assert_eq!(s.counts.in_flight_writes, 2);
+        let g = PARITY_REPAIR_GRACE_NS;
+        m.arrays.get_mut("md0").unwrap().settle(6 + g);
+        let s = m.arrays["md0"].snapshot(7 + g, 0);
+        assert_eq!(s.feed.repaired_end_writes, 1);
+        assert_eq!(s.counts.in_flight_writes, 1, "B is still in flight");
+        // B ends normally: nothing repaired, nothing in flight.
+        m.apply(&on(0, 9 + g, end(0)));
+        m.apply(&on(0, 10 + g, done(0xb)));
+        m.arrays.get_mut("md0").unwrap().settle(11 + 2 * g);
+        let s = m.arrays["md0"].snapshot(12 + 2 * g, 0);
+        assert_eq!(
+            (
+                s.counts.in_flight_writes,
+                s.feed.repaired_end_writes,
+                s.feed.anomalies
+            ),
+            (0, 1, 0)
+        );
+    }
+
+    #[test]
     fn a_lost_end_write_is_repaired_when_its_bio_completes() {
         let mut a = MirrorArray::new(info());
         a.bitmap_addr = Some(0xb17);
@@ -586,6 +954,7 @@ mod tests {
                     sectors: 8,
                     rwbs: "W".into(),
                     error: 0,
+                    bio: 0,
                 }
             } else {
                 EventKind::BioQueue {
@@ -593,6 +962,7 @@ mod tests {
                     sector: 256,
                     sectors: 8,
                     rwbs: "W".into(),
+                    bio: 0,
                 }
             };
             ev(t, 1, kind)

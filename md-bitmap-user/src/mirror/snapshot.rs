@@ -99,6 +99,14 @@ pub struct FeedHealth {
     /// End-write events the kernel lost (kprobe dropped) that the mirror applied when the
     /// array bio completed (raid1/raid10).
     pub repaired_end_writes: u64,
+    /// Daemon passes the kernel ran on a later jiffy than its entry probe saw, applied when
+    /// the daemon returned (its `daemon_lastrun` changed).
+    pub late_daemon_passes: u64,
+    /// Lag from the kernel event (BPF `ktime`) to its application in the mirror
+    /// (CLOCK_MONOTONIC), median, microseconds; `None` before any event.
+    pub lag_p50_us: Option<u64>,
+    /// The same, 99th percentile.
+    pub lag_p99_us: Option<u64>,
 }
 
 /// One array.
