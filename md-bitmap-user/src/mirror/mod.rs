@@ -329,6 +329,32 @@ impl MirrorArray {
             .count() as u64
     }
 
+    /// The cost prediction from the mirrored state: on-disk dirty chunks, and NEEDED chunks
+    /// when the mirror was seeded from the kernel's counters.
+    pub fn prediction(&self) -> crate::predict::Prediction {
+        let mut inp = crate::predict::gather::inputs_from_info(&self.info);
+        if let Some(bm) = &self.bitmap {
+            inp.bitmap = Some(crate::predict::BitmapInput {
+                chunk_bytes: bm.geometry().chunk_size(),
+                sync_size_sectors: bm.geometry().sync_size(),
+                dirty_on_disk: bm.disk_dirty_ranges(),
+                needed: (self.seed == Some(Seed::Kernel))
+                    .then(|| bm.counter_ranges(|c: Counter| c.needed())),
+                events: bm.events(),
+                events_cleared: bm.events_cleared(),
+            });
+            inp.notes.push(format!(
+                "dirty chunks: the mirror's on-disk bits{}",
+                if self.seed == Some(Seed::Kernel) {
+                    "; re-add: the mirror's NEEDED counters"
+                } else {
+                    "; re-add: NEEDED taken as the on-disk bits (mirror not seeded from the kernel)"
+                }
+            ));
+        }
+        crate::predict::predict(&inp)
+    }
+
     /// The snapshot of this array at CLOCK_MONOTONIC `now_ns`.
     pub fn snapshot(&self, now_ns: u64, drops: u64) -> ArraySnapshot {
         let i = &self.info;
@@ -408,6 +434,7 @@ impl MirrorArray {
             oldest_pending_write_age_secs: age(self.oldest_pending_write_ns()),
             oldest_inflight_bio_age_secs: age(self.oldest_pending_bio_ns()),
             feed: health,
+            prediction: Some(self.prediction()),
         }
     }
 }
