@@ -24,6 +24,10 @@ pub struct PredictArgs {
     /// throughput; 0 skips the measurement (durations then assume members outrun speed_max).
     #[arg(long, default_value_t = 4)]
     pub measure_mib: u64,
+    /// A device you mean to add or re-add (e.g. /dev/sdc): its md superblock (if any) decides
+    /// between a bitmap-based re-add and a full recovery. Read only.
+    #[arg(long)]
+    pub device: Option<std::path::PathBuf>,
     /// Seconds to sample the array's I/O counters to decide whether it is busy.
     #[arg(long, default_value_t = 0.5)]
     pub sample_secs: f64,
@@ -122,13 +126,19 @@ pub fn inputs_from_info(info: &ArrayInfo) -> Inputs {
         speed_min_kibs: speed_min,
         speed_max_kibs: speed_max,
         busy: None,
+        candidate: None,
         notes: vec![],
     }
 }
 
 /// Gathers everything for one array: sysfs, the on-disk bitmap and superblock of its first
 /// in-sync member, the array's I/O over `sample`, and each member's read throughput.
-pub fn gather(info: &ArrayInfo, measure_mib: u64, sample: Duration) -> Result<Inputs> {
+pub fn gather(
+    info: &ArrayInfo,
+    measure_mib: u64,
+    sample: Duration,
+    device: Option<&Path>,
+) -> Result<Inputs> {
     let mut inp = inputs_from_info(info);
     if info.sync_speed_min_kibs.is_none()
         && let Some(v) = proc_limit("speed_limit_min")
@@ -165,6 +175,9 @@ pub fn gather(info: &ArrayInfo, measure_mib: u64, sample: Duration) -> Result<In
             }
         }
         inp.sb_events = Some(mb.superblock.events);
+        if let Some(d) = device {
+            inp.candidate = Some(candidate(d, &mb.superblock.array_uuid)?);
+        }
         inp.bitmap = Some(BitmapInput {
             chunk_bytes: g.chunk_size_bytes,
             sync_size_sectors: mb.bitmap.sync_size_sectors,
@@ -209,6 +222,26 @@ pub fn gather(info: &ArrayInfo, measure_mib: u64, sample: Duration) -> Result<In
         ));
     }
     Ok(inp)
+}
+
+/// Reads the superblock of a device to be added.
+fn candidate(dev: &Path, array_uuid: &[u8; 16]) -> Result<super::CandidateInput> {
+    let m = crate::ondisk::MemberDevice::open(dev)?;
+    let superblock = match crate::ondisk::find_superblock(&m) {
+        Ok(sb) => Some((
+            &sb.array_uuid == array_uuid,
+            sb.events,
+            match sb.role {
+                crate::ondisk::DeviceRole::Active(s) => Some(s),
+                _ => None,
+            },
+        )),
+        Err(_) => None,
+    };
+    Ok(super::CandidateInput {
+        name: dev.display().to_string(),
+        superblock,
+    })
 }
 
 fn human(bytes: u64) -> String {
@@ -342,6 +375,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             &info,
             args.measure_mib,
             Duration::from_secs_f64(args.sample_secs),
+            args.device.as_deref(),
         )?;
         let p = predict(&inp);
         if args.json {

@@ -74,6 +74,16 @@ pub struct BitmapInput {
     pub events_cleared: u64,
 }
 
+/// A device the admin means to add to the array (`md-bitmap predict --device`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CandidateInput {
+    /// Kernel name or path as given.
+    pub name: String,
+    /// Its md superblock, when it carries one: (same array UUID as the array, events, role
+    /// slot recorded in it).
+    pub superblock: Option<(bool, u64, Option<u32>)>,
+}
+
 /// Everything [`predict`] needs about one array.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Inputs {
@@ -109,6 +119,8 @@ pub struct Inputs {
     pub speed_max_kibs: u64,
     /// Whether the array saw I/O in the sampling window (`None`: not sampled).
     pub busy: Option<bool>,
+    /// The device to be added, if named.
+    pub candidate: Option<CandidateInput>,
     /// How the inputs were obtained, added to the assumptions.
     pub notes: Vec<String>,
 }
@@ -584,8 +596,43 @@ fn re_add(inp: &Inputs) -> Vec<Cost> {
             .iter()
             .find(|m| m.faulty && m.slot == Some(slot))
             .map(|m| m.name.clone());
-        let target = failed.clone().unwrap_or_default();
+        let cand = inp.candidate.as_ref().filter(|c| {
+            // The candidate goes to the slot its superblock records, else the first free one.
+            match c.superblock {
+                Some((true, _, Some(s))) => s == slot,
+                _ => !out
+                    .iter()
+                    .any(|x: &Cost| x.member.as_deref() == Some(c.name.as_str())),
+            }
+        });
+        let target = cand
+            .map(|c| c.name.clone())
+            .or(failed.clone())
+            .unwrap_or_default();
         let t = Some((target.as_str(), Some(slot)));
+        if let (Some(c), Some(b)) = (cand, &inp.bitmap)
+            && modelled(&inp.level)
+        {
+            let full = match c.superblock {
+                None => Some(format!(
+                    "{} carries no md superblock: it is added as a new member (saved_raid_disk < 0, so raid1_add_disk/raid5_add_disk set conf->fullsync) and recovered in full",
+                    c.name
+                )),
+                Some((false, _, _)) => Some(format!(
+                    "{} belongs to another array (UUID differs): added as a new member (conf->fullsync), recovered in full",
+                    c.name
+                )),
+                Some((true, ev, _)) if ev < b.events_cleared => Some(format!(
+                    "events out of range: {} has events {ev} < bitmap events_cleared {}, so super_1_validate does not set Bitmap_sync; it is added as a new member and recovered in full",
+                    c.name, b.events_cleared
+                )),
+                _ => None,
+            };
+            if let Some(why) = full {
+                out.push(cost(inp, "re_add", CostKind::Full, why, &[], t));
+                continue;
+            }
+        }
         if !modelled(&inp.level) {
             out.push(cost(
                 inp,
@@ -602,7 +649,7 @@ fn re_add(inp: &Inputs) -> Vec<Cost> {
                 inp,
                 "re_add",
                 CostKind::Full,
-                "no bitmap: a re-added member is recovered in full".into(),
+                "no bitmap: a re-added member is recovered in full (md_bitmap_start_sync without a bitmap always syncs)".into(),
                 &[],
                 t,
             ),

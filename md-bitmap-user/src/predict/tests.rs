@@ -233,3 +233,35 @@ fn bit_ranges_merge_runs() {
     let r = gather::bit_ranges(&[0b1000_0110, 0b0000_0001], 16);
     assert_eq!(r, vec![1..3, 7..9]);
 }
+
+#[test]
+fn a_wiped_or_too_old_device_is_recovered_in_full() {
+    let mut a = array("raid1", 2, vec![0..2]);
+    a.members.pop();
+    let with = |sb| {
+        let mut a = a.clone();
+        a.candidate = Some(CandidateInput {
+            name: "/dev/vdb".into(),
+            superblock: sb,
+        });
+        predict(&a).re_add.remove(0)
+    };
+    let wiped = with(None);
+    assert_eq!(
+        (wiped.kind, wiped.sync_bytes_per_member),
+        (CostKind::Full, 64 << 20)
+    );
+    assert!(
+        wiped.reason.contains("no md superblock"),
+        "{}",
+        wiped.reason
+    );
+    let old = with(Some((true, 10, Some(1))));
+    assert_eq!(old.kind, CostKind::Full);
+    assert!(old.reason.contains("events out of range"), "{}", old.reason);
+    let other = with(Some((false, 30, Some(1))));
+    assert_eq!(other.kind, CostKind::Full);
+    let ok = with(Some((true, 19, Some(1))));
+    assert_eq!((ok.kind, ok.chunks), (CostKind::Bitmap, 2));
+    assert_eq!(ok.member.as_deref(), Some("/dev/vdb"));
+}
