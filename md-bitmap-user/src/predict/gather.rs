@@ -28,6 +28,10 @@ pub struct PredictArgs {
     /// between a bitmap-based re-add and a full recovery. Read only.
     #[arg(long)]
     pub device: Option<std::path::PathBuf>,
+    /// Do not read md's in-memory counters (through BPF) for the NEEDED chunks of a re-add;
+    /// take them as the bits set on disk instead (an upper bound).
+    #[arg(long)]
+    pub no_kernel: bool,
     /// Seconds to sample the array's I/O counters to decide whether it is busy.
     #[arg(long, default_value_t = 0.5)]
     pub sample_secs: f64,
@@ -138,6 +142,7 @@ pub fn gather(
     measure_mib: u64,
     sample: Duration,
     device: Option<&Path>,
+    kernel: Option<&mut KernelNeeded>,
 ) -> Result<Inputs> {
     let mut inp = inputs_from_info(info);
     if info.sync_speed_min_kibs.is_none()
@@ -186,9 +191,26 @@ pub fn gather(
             events: mb.bitmap.events,
             events_cleared: mb.bitmap.events_cleared,
         });
-        inp.notes.push(
-            "re-add: without the live feed the chunks NEEDED in memory are taken as those set on disk (an upper bound: chunks written before the failure and not yet cleared are counted)".into(),
-        );
+        // NEEDED matters for a re-add (degraded) and a running sync only.
+        let wanted = info.degraded > 0 || !matches!(info.sync_action.as_str(), "idle" | "frozen");
+        let k = match kernel {
+            _ if !wanted => Err(anyhow::anyhow!(
+                "not needed: the array is not degraded and not syncing"
+            )),
+            Some(k) => k.needed(info),
+            None => Err(anyhow::anyhow!("--no-kernel")),
+        };
+        match k {
+            Ok(needed) => {
+                inp.bitmap.as_mut().unwrap().needed = Some(needed);
+                inp.notes.push(
+                    "re-add and running syncs: the NEEDED chunks read from md's in-memory counters (bitmap->counts, through BPF)".into(),
+                );
+            }
+            Err(e) => inp.notes.push(format!(
+                "re-add: md's in-memory counters not read ({e:#}); the NEEDED chunks are taken as those set on disk (an upper bound: chunks written before a failure and not yet cleared by the daemon are counted)"
+            )),
+        }
     }
     if !sample.is_zero() {
         let before = io_sectors(&info.name);
@@ -222,6 +244,52 @@ pub fn gather(
         ));
     }
     Ok(inp)
+}
+
+/// Reads the chunks NEEDED in md's own counters from kernel memory (through BPF), loading the
+/// BPF programs once for all arrays.
+#[derive(Default)]
+pub struct KernelNeeded {
+    state: Option<
+        std::result::Result<
+            (
+                crate::feed::kstate::KernelStateReader,
+                crate::feed::ebpf::Feed,
+            ),
+            String,
+        >,
+    >,
+}
+
+impl KernelNeeded {
+    /// The NEEDED chunk ranges of `info`'s bitmap.
+    pub fn needed(&mut self, info: &ArrayInfo) -> Result<Vec<Range<u64>>> {
+        use crate::feed::{KernelSymbols, ebpf::Feed, kstate::KernelStateReader};
+        let st = self.state.get_or_insert_with(|| {
+            (|| -> Result<_> {
+                let syms = KernelSymbols::load()?;
+                let reader = KernelStateReader::new(&syms)?;
+                let mut feed = Feed::load()?;
+                feed.attach_peek()?;
+                Ok((reader, feed))
+            })()
+            .map_err(|e| format!("{e:#}"))
+        });
+        let (reader, feed) = st.as_mut().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mddev = reader.find_mddev(feed, info.dev)?;
+        let k = reader.read(feed, mddev)?;
+        let mut out: Vec<Range<u64>> = Vec::new();
+        for (c, v) in k.counters.iter().enumerate() {
+            if v & crate::engine::NEEDED_MASK != 0 {
+                let c = c as u64;
+                match out.last_mut() {
+                    Some(r) if r.end == c => r.end = c + 1,
+                    _ => out.push(c..c + 1),
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Reads the superblock of a device to be added.
@@ -365,6 +433,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     if arrays.is_empty() {
         anyhow::bail!("no md arrays");
     }
+    let mut kernel = KernelNeeded::default();
     for a in arrays {
         let info = sysfs.array_info(&a)?;
         if info.level.is_empty() || info.array_state == "inactive" {
@@ -376,6 +445,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             args.measure_mib,
             Duration::from_secs_f64(args.sample_secs),
             args.device.as_deref(),
+            (!args.no_kernel).then_some(&mut kernel),
         )?;
         let p = predict(&inp);
         if args.json {

@@ -267,6 +267,9 @@ pub struct Prediction {
     pub assumptions: Vec<String>,
 }
 
+/// [`MemberIo::name`] of a re-added member md no longer lists (removed) and no `--device` named.
+pub const REMOVED_MEMBER: &str = "(removed member)";
+
 /// Whether `level` is one of md's parity levels.
 fn parity_level(level: &str) -> bool {
     matches!(level, "raid4" | "raid5" | "raid6")
@@ -310,7 +313,12 @@ fn raid1_read_disk(members: &[&MemberInput]) -> Option<usize> {
 
 /// Per-member I/O of a sync over `bytes` per member. `targets` are the members written in a
 /// recovery (empty for a resync).
-fn member_io(inp: &Inputs, bytes: u64, recovery_target: Option<&str>) -> Vec<MemberIo> {
+fn member_io(
+    inp: &Inputs,
+    bytes: u64,
+    recovery_target: Option<&str>,
+    recovery_slot: Option<u32>,
+) -> Vec<MemberIo> {
     let active: Vec<&MemberInput> = inp
         .members
         .iter()
@@ -365,8 +373,12 @@ fn member_io(inp: &Inputs, bytes: u64, recovery_target: Option<&str>) -> Vec<Mem
         && !out.iter().any(|m| m.name == t)
     {
         out.push(MemberIo {
-            name: t.to_string(),
-            slot: None,
+            name: if t.is_empty() {
+                REMOVED_MEMBER.to_string()
+            } else {
+                t.to_string()
+            },
+            slot: recovery_slot,
             role: "write target".into(),
             read_bytes: 0,
             write_bytes: bytes,
@@ -376,11 +388,12 @@ fn member_io(inp: &Inputs, bytes: u64, recovery_target: Option<&str>) -> Vec<Mem
     out
 }
 
-/// md_do_sync's time for `bytes` per member at a cap of `cap_kibs`: the speed is measured as
-/// `io / (whole seconds since the mark + 1)`, so by whole second `k` md has been allowed
-/// `cap × (k + 1)`; within the 30 s mark window the sync ends at `ceil(bytes / cap) - 1` s
-/// plus on average half a throttle sleep. Past the window the mark slides and the rate
-/// approaches `cap × (1 + 1/window)`.
+/// md_do_sync's time for `bytes` per member at a cap of `cap_kibs`. md measures its speed as
+/// `done / (whole seconds since the mark + 1)`, so within the 30 s mark window it is allowed
+/// `cap × (t + 1)` by time t and ends about one second before `bytes / cap`; the 0.5 s throttle
+/// sleeps and the requests in flight at each check (md counts only completed ones) smear the
+/// end, modelled as a quarter second. Past the window the mark slides and the rate approaches
+/// `cap × (1 + 1/window)`.
 pub fn throttled_secs(bytes: u64, cap_kibs: f64) -> f64 {
     if bytes == 0 || cap_kibs <= 0.0 {
         return 0.0;
@@ -388,7 +401,7 @@ pub fn throttled_secs(bytes: u64, cap_kibs: f64) -> f64 {
     let kib = bytes as f64 / 1024.0;
     let at_cap = kib / cap_kibs;
     if at_cap <= MARK_WINDOW_SECS {
-        ((at_cap.ceil() - 1.0).max(0.0) + THROTTLE_SLEEP_SECS / 2.0).min(at_cap)
+        ((at_cap - 1.0).max(0.0) + THROTTLE_SLEEP_SECS / 2.0).min(at_cap)
     } else {
         let mid = MARK_WINDOW_SECS - 1.5;
         MARK_WINDOW_SECS - 1.0
@@ -458,7 +471,7 @@ fn cost(
         _ => 0,
     };
     let members = if bytes > 0 {
-        member_io(inp, bytes, target.map(|t| t.0))
+        member_io(inp, bytes, target.map(|t| t.0), target.and_then(|t| t.1))
     } else {
         vec![]
     };
