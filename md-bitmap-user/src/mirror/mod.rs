@@ -330,8 +330,12 @@ impl MirrorArray {
     }
 
     /// The cost prediction from the mirrored state: on-disk dirty chunks, and NEEDED chunks
-    /// when the mirror was seeded from the kernel's counters.
-    pub fn prediction(&self) -> crate::predict::Prediction {
+    /// when the mirror was seeded from the kernel's counters. `None` when the array has a
+    /// bitmap the mirror could not seed (the prediction would wrongly say "no bitmap").
+    pub fn prediction(&self) -> Option<crate::predict::Prediction> {
+        if self.info.bitmap.is_some() && self.bitmap.is_none() {
+            return None;
+        }
         let mut inp = crate::predict::gather::inputs_from_info(&self.info);
         if let Some(bm) = &self.bitmap {
             inp.bitmap = Some(crate::predict::BitmapInput {
@@ -352,7 +356,7 @@ impl MirrorArray {
                 }
             ));
         }
-        crate::predict::predict(&inp)
+        Some(crate::predict::predict(&inp))
     }
 
     /// The snapshot of this array at CLOCK_MONOTONIC `now_ns`.
@@ -434,7 +438,7 @@ impl MirrorArray {
             oldest_pending_write_age_secs: age(self.oldest_pending_write_ns()),
             oldest_inflight_bio_age_secs: age(self.oldest_pending_bio_ns()),
             feed: health,
-            prediction: Some(self.prediction()),
+            prediction: self.prediction(),
         }
     }
 }
@@ -548,6 +552,36 @@ mod tests {
             tid: 1,
             kind,
         }
+    }
+
+    #[test]
+    fn snapshots_carry_the_prediction_from_the_mirrored_bits() {
+        let mut i = info();
+        i.members = (0..2)
+            .map(|n| crate::sysfs::MemberInfo {
+                name: format!("vd{}", ["a", "b"][n]),
+                dev: None,
+                slot: Some(n as u32),
+                state: vec!["in_sync".into()],
+                data_offset_sectors: 4096,
+                size_kib: 1 << 20,
+                errors: 0,
+                recovery_start_sectors: None,
+            })
+            .collect();
+        let unseeded = MirrorArray::new(i.clone());
+        assert_eq!(
+            unseeded.snapshot(1, 0).prediction,
+            None,
+            "no engine, no guess"
+        );
+        let mut a = MirrorArray::new(i);
+        let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
+        a.seed(KernelVariant::V6_1, geo, &[0b0000_0110], 1, 1, None);
+        let p = a.snapshot(1, 0).prediction.unwrap();
+        assert_eq!(p.crash_now.kind, crate::predict::CostKind::Bitmap);
+        assert_eq!(p.crash_now.chunk_ranges, vec![[1, 3]]);
+        assert_eq!(p.crash_now.total_read_bytes, 2 * 65536);
     }
 
     #[test]
