@@ -327,10 +327,12 @@ fn human(bytes: u64) -> String {
     }
 }
 
-fn print_cost(title: &str, c: &super::Cost) {
-    println!("  {title}: {:?} — {}", c.kind, c.reason);
+fn cost_text(out: &mut String, title: &str, c: &super::Cost) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "  {title}: {:?} — {}", c.kind, c.reason);
     if c.sync_bytes_per_member > 0 {
-        println!(
+        let _ = writeln!(
+            out,
             "    {} per member{}; read {}, written {}",
             human(c.sync_bytes_per_member),
             if c.chunks > 0 {
@@ -347,8 +349,9 @@ fn print_cost(title: &str, c: &super::Cost) {
             } else {
                 String::new()
             };
-            println!(
-                "    {:<8} slot {:<4} {:<20} read {:>10}  write {:>10}{wmax}",
+            let _ = writeln!(
+                out,
+                "    {:<16} slot {:<4} {:<20} read {:>10}  write {:>10}{wmax}",
                 m.name,
                 m.slot.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
                 m.role,
@@ -358,16 +361,20 @@ fn print_cost(title: &str, c: &super::Cost) {
         }
     }
     if let Some(d) = &c.duration {
-        println!(
+        let _ = writeln!(
+            out,
             "    duration ≈ {:.1} s idle ({:.0} KiB/s, limited by {}), ≤ {:.1} s if busy; expected {:.1} s",
             d.idle_secs, d.rate_kibs, d.limited_by, d.busy_secs_max, d.expected_secs
         );
     }
 }
 
-/// Prints one prediction as text.
-pub fn print_text(p: &Prediction) {
-    println!(
+/// One prediction as text (what `md-bitmap predict` prints without `--json`).
+pub fn render_text(p: &Prediction) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "{} {}: component {}{}",
         p.array,
         p.level,
@@ -376,9 +383,10 @@ pub fn print_text(p: &Prediction) {
             .map(|c| format!(", bitmap chunk {}", human(c)))
             .unwrap_or_else(|| ", no bitmap".into())
     );
-    print_cost("crash now", &p.crash_now);
+    cost_text(&mut out, "crash now", &p.crash_now);
     for r in &p.re_add {
-        print_cost(
+        cost_text(
+            &mut out,
             &format!(
                 "re-add slot {}{}",
                 r.slot.map(|s| s.to_string()).unwrap_or_default(),
@@ -391,10 +399,11 @@ pub fn print_text(p: &Prediction) {
         );
     }
     if p.re_add.is_empty() {
-        println!("  re-add: no member is missing or failed");
+        let _ = writeln!(out, "  re-add: no member is missing or failed");
     }
     if let Some(r) = &p.running {
-        println!(
+        let _ = writeln!(
+            out,
             "  running {}: {} left by the bitmap ({} by sync_completed), ETA {} (sync_completed alone: {}) at {} KiB/s",
             r.action,
             human(r.remaining_bytes),
@@ -410,10 +419,11 @@ pub fn print_text(p: &Prediction) {
                 .unwrap_or_else(|| "-".into())
         );
     }
-    println!("  assumptions:");
+    let _ = writeln!(out, "  assumptions:");
     for a in &p.assumptions {
-        println!("    - {a}");
+        let _ = writeln!(out, "    - {a}");
     }
+    out
 }
 
 /// `md-bitmap predict`.
@@ -451,7 +461,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         if args.json {
             println!("{}", serde_json::to_string(&p)?);
         } else {
-            print_text(&p);
+            print!("{}", render_text(&p));
         }
     }
     Ok(())

@@ -749,8 +749,11 @@ pub fn predict(inp: &Inputs) -> Prediction {
                 .map(|s| format!("{s} s"))
                 .unwrap_or_else(|| "unknown".into())
         ),
-        "raid4/5/6 resync reads every member and rewrites parity only where it mismatches (stripes with writes in flight at the crash): write_bytes = 0, write_bytes_max bounds it".to_string(),
-        "raid1 resync reads the first in-sync, not write-mostly mirror and writes all the others (no comparison)".to_string(),
+        match inp.level.as_str() {
+            "raid1" => "raid1 resync reads the first in-sync, not write-mostly mirror and writes all the others (no comparison); a recovery reads that mirror and writes the recovering one".to_string(),
+            l if parity_level(l) => "raid4/5/6 resync reads every member and rewrites parity only where it mismatches (stripes with writes in flight at the crash): write_bytes = 0, write_bytes_max bounds it; a recovery reads every other member and writes the recovering one".to_string(),
+            l => format!("{l}: per-member I/O not modelled"),
+        },
         format!(
             "durations: md_do_sync throttles to speed_max {} KiB/s when the members are otherwise idle (ending about 1 s early: its speed divides by whole seconds + 1) and yields to other I/O down to speed_min {} KiB/s when busy",
             inp.speed_max_kibs, inp.speed_min_kibs

@@ -269,3 +269,23 @@ fn a_wiped_or_too_old_device_is_recovered_in_full() {
     assert_eq!((ok.kind, ok.chunks), (CostKind::Bitmap, 2));
     assert_eq!(ok.member.as_deref(), Some("/dev/vdb"));
 }
+
+#[test]
+fn text_names_each_scenario_its_members_and_assumptions() {
+    let mut a = array("raid5", 3, vec![0..2]);
+    a.members.remove(1);
+    a.array_state = "clean".into();
+    a.members[0].read_kibs = Some(50_000.0);
+    let t = gather::render_text(&predict(&a));
+    eprintln!("{t}");
+    assert!(
+        t.starts_with("md0 raid5: component 64.0 MiB, bitmap chunk 64.0 KiB\n"),
+        "{t}"
+    );
+    assert!(t.contains("crash now: None — array_state is clean"), "{t}");
+    assert!(t.contains("re-add slot 1: Bitmap"), "{t}");
+    assert!(t.contains("(removed member)"), "{t}");
+    assert!(t.contains("128.0 KiB per member (2 bitmap chunks)"), "{t}");
+    assert!(t.contains("duration ≈"), "{t}");
+    assert!(t.contains("  assumptions:\n    - crash now:"), "{t}");
+}
