@@ -9,4 +9,5 @@ pub mod feed;
 pub mod inspect;
 pub mod mirror;
 pub mod ondisk;
+pub mod predict;
 pub mod sysfs;

@@ -37,6 +37,9 @@ enum Command {
     /// Read md's own in-memory bitmap counters of an array from kernel memory (through BPF, with
     /// offsets from md_mod's BTF) and print them as JSON. A debugging oracle; needs root.
     KernelState(KernelStateArgs),
+    /// Predict what a crash now, a re-add of a missing member, or the running sync will cost:
+    /// bytes read and written per member and duration, with the assumptions (reads only).
+    Predict(md_bitmap::predict::gather::PredictArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -386,6 +389,7 @@ fn main() -> ExitCode {
         Command::Watch(a) => run_watch(a),
         Command::Verify(a) => run_verify(a),
         Command::KernelState(a) => run_kernel_state(a),
+        Command::Predict(a) => md_bitmap::predict::gather::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -476,6 +476,36 @@ impl MirrorArray {
             .count() as u64
     }
 
+    /// The cost prediction from the mirrored state: on-disk dirty chunks, and NEEDED chunks
+    /// when the mirror was seeded from the kernel's counters. `None` when the array has a
+    /// bitmap the mirror could not seed (the prediction would wrongly say "no bitmap").
+    pub fn prediction(&self) -> Option<crate::predict::Prediction> {
+        if self.info.bitmap.is_some() && self.bitmap.is_none() {
+            return None;
+        }
+        let mut inp = crate::predict::gather::inputs_from_info(&self.info);
+        if let Some(bm) = &self.bitmap {
+            inp.bitmap = Some(crate::predict::BitmapInput {
+                chunk_bytes: bm.geometry().chunk_size(),
+                sync_size_sectors: bm.geometry().sync_size(),
+                dirty_on_disk: bm.disk_dirty_ranges(),
+                needed: (self.seed == Some(Seed::Kernel))
+                    .then(|| bm.counter_ranges(|c: Counter| c.needed())),
+                events: bm.events(),
+                events_cleared: bm.events_cleared(),
+            });
+            inp.notes.push(format!(
+                "dirty chunks: the mirror's on-disk bits{}",
+                if self.seed == Some(Seed::Kernel) {
+                    "; re-add: the mirror's NEEDED counters"
+                } else {
+                    "; re-add: NEEDED taken as the on-disk bits (mirror not seeded from the kernel)"
+                }
+            ));
+        }
+        Some(crate::predict::predict(&inp))
+    }
+
     /// The snapshot of this array at CLOCK_MONOTONIC `now_ns`.
     pub fn snapshot(&self, now_ns: u64, drops: u64) -> ArraySnapshot {
         let i = &self.info;
@@ -557,6 +587,7 @@ impl MirrorArray {
             oldest_pending_write_age_secs: age(self.oldest_pending_write_ns()),
             oldest_inflight_bio_age_secs: age(self.oldest_pending_bio_ns()),
             feed: health,
+            prediction: self.prediction(),
         }
     }
 }
@@ -688,6 +719,36 @@ mod tests {
             tid: 1,
             kind,
         }
+    }
+
+    #[test]
+    fn snapshots_carry_the_prediction_from_the_mirrored_bits() {
+        let mut i = info();
+        i.members = (0..2)
+            .map(|n| crate::sysfs::MemberInfo {
+                name: format!("vd{}", ["a", "b"][n]),
+                dev: None,
+                slot: Some(n as u32),
+                state: vec!["in_sync".into()],
+                data_offset_sectors: 4096,
+                size_kib: 1 << 20,
+                errors: 0,
+                recovery_start_sectors: None,
+            })
+            .collect();
+        let unseeded = MirrorArray::new(i.clone());
+        assert_eq!(
+            unseeded.snapshot(1, 0).prediction,
+            None,
+            "no engine, no guess"
+        );
+        let mut a = MirrorArray::new(i);
+        let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
+        a.seed(KernelVariant::V6_1, geo, &[0b0000_0110], 1, 1, None);
+        let p = a.snapshot(1, 0).prediction.unwrap();
+        assert_eq!(p.crash_now.kind, crate::predict::CostKind::Bitmap);
+        assert_eq!(p.crash_now.chunk_ranges, vec![[1, 3]]);
+        assert_eq!(p.crash_now.total_read_bytes, 2 * 65536);
     }
 
     #[test]

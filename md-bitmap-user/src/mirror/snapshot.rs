@@ -151,6 +151,10 @@ pub struct ArraySnapshot {
     pub oldest_inflight_bio_age_secs: Option<f64>,
     /// Feed health.
     pub feed: FeedHealth,
+    /// Resync/recovery cost prediction from this snapshot's state (sysfs limits only: no
+    /// throughput measurement; see `md-bitmap predict`). Absent in older producers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<crate::predict::Prediction>,
 }
 
 /// Half-open ranges as JSON pairs.
