@@ -37,6 +37,9 @@ enum Command {
     /// Read md's own in-memory bitmap counters of an array from kernel memory (through BPF, with
     /// offsets from md_mod's BTF) and print them as JSON. A debugging oracle; needs root.
     KernelState(KernelStateArgs),
+    /// Serve Prometheus metrics of the live mirror and its alerts at http://ADDR/metrics
+    /// (loopback by default), evaluating the alert rules as `watch` does.
+    Serve(md_bitmap::serve::ServeArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -85,6 +88,9 @@ struct WatchArgs {
     /// Create this file once the mirror is seeded and attached.
     #[arg(long)]
     ready_file: Option<std::path::PathBuf>,
+    /// Alert rules (transitions are printed as `"type":"alert"` lines with --ndjson).
+    #[command(flatten)]
+    alerts: md_bitmap::alerts::config::AlertArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -243,6 +249,9 @@ fn run_snapshot(args: &SnapshotArgs) -> Result<()> {
 fn run_watch(args: &WatchArgs) -> Result<()> {
     use std::io::Write;
     let stop = stop_on_signals()?;
+    md_bitmap::alerts::deliver::init_logging();
+    let reconcile = Duration::from_secs_f64(args.reconcile.max(0.1));
+    let mut alerting = md_bitmap::alerts::Alerting::new(&args.alerts, reconcile)?;
     let mut agent = match live_agent(&args.array) {
         Ok(a) => Some(a),
         Err(why) => {
@@ -254,7 +263,6 @@ fn run_watch(args: &WatchArgs) -> Result<()> {
         std::fs::write(p, b"")?;
     }
     let interval = Duration::from_secs_f64(args.interval.max(0.01));
-    let reconcile = Duration::from_secs_f64(args.reconcile.max(0.1));
     let mut next = Instant::now();
     let mut printed = 0u64;
     let mut out = std::io::stdout().lock();
@@ -266,11 +274,16 @@ fn run_watch(args: &WatchArgs) -> Result<()> {
         }
         if Instant::now() >= next || stopping {
             next += interval;
-            let snap = match agent.as_ref() {
+            let mut snap = match agent.as_ref() {
                 Some(a) => a.snapshot(),
                 None => md_bitmap::agent::ondisk_snapshot(&args.array, "no BPF")?,
             };
+            let transitions = alerting.step(agent.as_mut(), &mut snap);
             if args.ndjson {
+                for t in &transitions {
+                    serde_json::to_writer(&mut out, t)?;
+                    out.write_all(b"\n")?;
+                }
                 serde_json::to_writer(&mut out, &snap)?;
                 out.write_all(b"\n")?;
             } else {
@@ -383,6 +396,7 @@ fn main() -> ExitCode {
         Command::Watch(a) => run_watch(a),
         Command::Verify(a) => run_verify(a),
         Command::KernelState(a) => run_kernel_state(a),
+        Command::Serve(a) => stop_on_signals().and_then(|s| md_bitmap::serve::run(a, s)),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -143,6 +143,9 @@ pub struct ArraySnapshot {
     pub oldest_inflight_bio_age_secs: Option<f64>,
     /// Feed health.
     pub feed: FeedHealth,
+    /// Alerts active on this array (see `crate::alerts`); empty where no rules run.
+    #[serde(default)]
+    pub alerts: Vec<crate::alerts::Alert>,
 }
 
 /// Half-open ranges as JSON pairs.
