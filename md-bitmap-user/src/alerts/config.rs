@@ -18,6 +18,8 @@ pub struct Thresholds {
     pub degraded_dirty_chunks: u64,
     /// FeedDrift: at least this many chunks of drift at reconciliation.
     pub drift_chunks: u64,
+    /// FeedDrift: ... at this many reconciliations in a row.
+    pub drift_reconciles: u32,
     /// FeedDrops resolves once no drop was seen for this long (and the mirror re-seeded).
     pub drops_clear_secs: f64,
     /// Rules that never fire.
@@ -31,6 +33,7 @@ impl Default for Thresholds {
             stuck_bio_secs: 10.0,
             degraded_dirty_chunks: 1,
             drift_chunks: 1,
+            drift_reconciles: 2,
             drops_clear_secs: 30.0,
             disabled: vec![],
         }
@@ -51,6 +54,8 @@ pub struct ConfigFile {
     pub degraded_dirty_chunks: Option<u64>,
     /// Chunks.
     pub drift_chunks: Option<u64>,
+    /// Reconciliations in a row.
+    pub drift_reconciles: Option<u32>,
     /// Seconds.
     #[serde(default, deserialize_with = "secs")]
     pub drops_clear_secs: Option<f64>,
@@ -109,6 +114,9 @@ pub struct AlertArgs {
     /// FeedDrift: chunks of drift that make it fire [default: 1].
     #[arg(long, value_name = "CHUNKS")]
     pub drift_chunks: Option<u64>,
+    /// FeedDrift: reconciliations in a row that must show the drift [default: 2].
+    #[arg(long, value_name = "N")]
+    pub drift_reconciles: Option<u32>,
     /// FeedDrops: seconds without new drops before it resolves [default: 30].
     #[arg(long, value_name = "SECS")]
     pub drops_clear_secs: Option<f64>,
@@ -179,6 +187,10 @@ impl AlertArgs {
             .drift_chunks
             .or(file.drift_chunks)
             .unwrap_or(t.drift_chunks);
+        t.drift_reconciles = self
+            .drift_reconciles
+            .or(file.drift_reconciles)
+            .unwrap_or(t.drift_reconciles);
         t.disabled = names(&file.disabled)?;
         t.disabled.extend(names(&self.disable)?);
         let program = self.alert_program.clone().or(file.program);

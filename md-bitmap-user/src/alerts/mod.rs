@@ -266,6 +266,10 @@ struct FeedMemory {
     /// Wall clock (ms) of the last evaluation that saw the drop count rise.
     last_drop_ms: Option<u64>,
     reseeds_at_drop: u64,
+    /// `last_reconcile_age_secs` at the previous evaluation (a smaller one: a new reconciliation).
+    reconcile_age: Option<f64>,
+    /// Consecutive reconciliations that found drift at or above the threshold.
+    drift_streak: u32,
 }
 
 /// The alert engine: thresholds plus the set of active alerts.
@@ -468,7 +472,20 @@ impl AlertEngine {
                 mem.last_drop_ms = None;
             }
         }
-        if s.feed.drift_chunks >= t.drift_chunks.max(1) {
+        // FeedDrift: drift at `drift_reconciles` reconciliations in a row (one alone can be a
+        // bitmap page write landing between the mirror's update and the disk read).
+        let age = s.feed.last_reconcile_age_secs;
+        let new_reconcile = match (mem.reconcile_age, age) {
+            (None, Some(_)) => true,
+            (Some(prev), Some(now)) => now < prev,
+            _ => false,
+        };
+        mem.reconcile_age = age;
+        let drifted = s.feed.drift_chunks >= t.drift_chunks.max(1);
+        if new_reconcile {
+            mem.drift_streak = if drifted { mem.drift_streak + 1 } else { 0 };
+        }
+        if drifted && mem.drift_streak >= t.drift_reconciles.max(1) {
             out.push(Condition {
                 name: AlertName::FeedDrift,
                 member: None,
@@ -477,8 +494,8 @@ impl AlertEngine {
                 value: s.feed.drift_chunks as f64,
                 threshold: t.drift_chunks as f64,
                 message: format!(
-                    "{}: the mirror's on-disk bits differ from the disk in {} chunks",
-                    s.name, s.feed.drift_chunks
+                    "{}: the mirror's on-disk bits differed from the disk at {} reconciliations in a row ({} chunks at the last)",
+                    s.name, mem.drift_streak, s.feed.drift_chunks
                 ),
             });
         }

@@ -208,14 +208,21 @@ fn feed_drops_hold_until_quiet_and_reseeded_drift_follows_reconcile() {
         names(&evs),
         vec![("resolved".into(), "md0/FeedDrops".into())]
     );
-    s.feed.drift_chunks = 2;
-    let evs = e.evaluate(22_000, &[ArrayInput::from_snapshot(s.clone())]);
+    // Drift at one reconciliation is not enough; at two in a row it fires.
+    let mut at = |e: &mut AlertEngine, ms: u64, age: f64, drift: u64| {
+        s.feed.drift_chunks = drift;
+        s.feed.last_reconcile_age_secs = Some(age);
+        e.evaluate(ms, &[ArrayInput::from_snapshot(s.clone())])
+    };
+    assert!(at(&mut e, 22_000, 0.1, 2).is_empty());
+    assert!(at(&mut e, 22_500, 0.6, 2).is_empty(), "same reconciliation");
+    assert!(at(&mut e, 23_000, 0.1, 0).is_empty(), "cleared");
+    assert!(at(&mut e, 24_000, 0.05, 3).is_empty());
+    assert!(at(&mut e, 24_500, 0.55, 3).is_empty(), "same reconciliation");
+    let evs = at(&mut e, 25_000, 0.05, 3);
     assert_eq!(names(&evs), vec![("fired".into(), "md0/FeedDrift".into())]);
-    s.feed.drift_chunks = 0;
-    assert_eq!(
-        e.evaluate(23_000, &[ArrayInput::from_snapshot(s)])[0].state,
-        "resolved"
-    );
+    assert!(evs[0].alert.message.contains("2 reconciliations in a row"));
+    assert_eq!(at(&mut e, 26_000, 0.02, 0)[0].state, "resolved");
 }
 
 #[test]
