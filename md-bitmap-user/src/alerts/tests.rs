@@ -218,7 +218,10 @@ fn feed_drops_hold_until_quiet_and_reseeded_drift_follows_reconcile() {
     assert!(at(&mut e, 22_500, 0.6, 2).is_empty(), "same reconciliation");
     assert!(at(&mut e, 23_000, 0.1, 0).is_empty(), "cleared");
     assert!(at(&mut e, 24_000, 0.05, 3).is_empty());
-    assert!(at(&mut e, 24_500, 0.55, 3).is_empty(), "same reconciliation");
+    assert!(
+        at(&mut e, 24_500, 0.55, 3).is_empty(),
+        "same reconciliation"
+    );
     let evs = at(&mut e, 25_000, 0.05, 3);
     assert_eq!(names(&evs), vec![("fired".into(), "md0/FeedDrift".into())]);
     assert!(evs[0].alert.message.contains("2 reconciliations in a row"));
