@@ -286,6 +286,7 @@ mod tests {
             feed: FeedHealth {
                 events: 42,
                 drops: 3,
+                reseeds: 1,
                 ..Default::default()
             },
             alerts: vec![],

@@ -382,6 +382,19 @@ fn run(series: Series) {
         "{rel}: StuckBio did not resolve after resume"
     );
     assert_quiet(&rel, &snaps, &marks, "stuck", &["md0"]);
+    // No stuck alert anywhere else (failing member, re-add, bitmap and array lifecycle).
+    let false_stuck: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| {
+            a["state"] == "fired"
+                && matches!(a["alert"]["name"].as_str(), Some("StuckWrite" | "StuckBio"))
+                && !in_win(a, m("stuck"), m("resumed"))
+        })
+        .collect();
+    assert!(
+        false_stuck.is_empty(),
+        "{rel}: false stuck alerts: {false_stuck:?}"
+    );
     // 2. Flakey member: failed, degraded accumulation, no stuck alert.
     let flakey_failed = r.result("flakey_failed") == Some("yes");
     eprintln!("kernel {rel}: dm-flakey member marked faulty by md: {flakey_failed}");
@@ -543,6 +556,12 @@ fn run(series: Series) {
         "{rel}: FeedDrops never resolved after the re-seed"
     );
     assert_quiet(&rel, &snaps2, &marks, "ring", &["md0", "md1"]);
+    assert!(
+        !alerts2
+            .iter()
+            .any(|a| matches!(a["alert"]["name"].as_str(), Some("StuckWrite" | "StuckBio"))),
+        "{rel}: stuck alerts from a mirror that lost events: {alerts2:?}"
+    );
 
     // --- agent killed mid-workload, replaced by verify ---
     let recs = ndjson(&r.out_file("verify4.ndjson").unwrap());

@@ -209,6 +209,9 @@ pub struct ArrayInput {
     pub oldest_bio: Option<PendingIo>,
     /// Members with writes in flight in the block layer (`/sys/block/M/inflight`), by name.
     pub member_writes_in_flight: Vec<(String, u64)>,
+    /// Writes in flight on the md device itself as the block layer counts them
+    /// (`/sys/block/mdX/inflight`, md's own bio accounting), when readable.
+    pub array_writes_in_flight: Option<u64>,
     /// Chunks whose counter is at `COUNTER_MAX`, half-open ranges.
     pub counter_max_ranges: Vec<[u64; 2]>,
     /// The kernel's `bitmap->flags`, when readable.
@@ -223,6 +226,7 @@ impl ArrayInput {
             oldest_write: None,
             oldest_bio: None,
             member_writes_in_flight: vec![],
+            array_writes_in_flight: None,
             counter_max_ranges: vec![],
             kernel_bitmap_flags: None,
         }
@@ -265,7 +269,11 @@ struct FeedMemory {
     drops: u64,
     /// Wall clock (ms) of the last evaluation that saw the drop count rise.
     last_drop_ms: Option<u64>,
+    /// Re-seeds seen at the evaluation before the last rise of the drop count (a re-seed that
+    /// landed between that evaluation and the one that saw the drops counts as after them).
     reseeds_at_drop: u64,
+    /// Re-seeds at the previous evaluation.
+    reseeds: u64,
     /// `last_reconcile_age_secs` at the previous evaluation (a smaller one: a new reconciliation).
     reconcile_age: Option<f64>,
     /// Consecutive reconciliations that found drift at or above the threshold.
@@ -311,9 +319,20 @@ impl AlertEngine {
         let t = &self.thresholds;
         let s = &inp.snap;
         let mut out = Vec::new();
+        // After ring-buffer drops and before the re-seed, the mirror's pending writes and bios
+        // may miss their ends: FeedDrops says so, the stuck rules wait for the re-seed.
+        let untrusted = {
+            let mem = self.feed.entry(s.name.clone()).or_default();
+            if s.feed.drops > mem.drops {
+                s.feed.reseeds <= mem.reseeds
+            } else {
+                mem.last_drop_ms.is_some() && s.feed.reseeds <= mem.reseeds_at_drop
+            }
+        };
         // StuckWrite: md_bitmap_startwrite without md_bitmap_endwrite (the counter stays up).
         if let Some(w) = &inp.oldest_write
             && w.age_secs > t.stuck_write_secs
+            && !untrusted
         {
             let member = inp.stuck_member();
             out.push(Condition {
@@ -332,9 +351,13 @@ impl AlertEngine {
                 ),
             });
         }
-        // StuckBio: block_bio_queue on the md device without block_bio_complete.
+        // StuckBio: block_bio_queue on the md device without block_bio_complete, while the
+        // block layer agrees that the array has writes in flight (a completion event the
+        // kernel skipped must not read as a stuck bio).
         if let Some(b) = &inp.oldest_bio
             && b.age_secs > t.stuck_bio_secs
+            && inp.array_writes_in_flight != Some(0)
+            && !untrusted
         {
             let member = inp.stuck_member();
             out.push(Condition {
@@ -443,9 +466,10 @@ impl AlertEngine {
         let mem = self.feed.entry(s.name.clone()).or_default();
         if s.feed.drops > mem.drops {
             mem.last_drop_ms = Some(now_ms);
-            mem.reseeds_at_drop = s.feed.reseeds;
+            mem.reseeds_at_drop = mem.reseeds.min(s.feed.reseeds);
         }
         mem.drops = s.feed.drops;
+        mem.reseeds = s.feed.reseeds;
         if let Some(at) = mem.last_drop_ms {
             let quiet = now_ms.saturating_sub(at) as f64 / 1000.0;
             let reseeded = s.feed.reseeds > mem.reseeds_at_drop;
@@ -581,6 +605,7 @@ pub fn inputs(
         .map(|s| {
             let mut inp = ArrayInput::from_snapshot(s.clone());
             inp.kernel_bitmap_flags = kernel_flags.get(&s.name).copied();
+            inp.array_writes_in_flight = member_writes_in_flight(&s.name);
             inp.member_writes_in_flight = s
                 .members
                 .iter()
@@ -621,7 +646,8 @@ pub fn inputs(
         .collect()
 }
 
-/// Writes in flight on a block device, from `/sys/block/NAME/inflight` ("reads writes").
+/// Writes in flight on a block device (a member, or the md device), from
+/// `/sys/block/NAME/inflight` ("reads writes").
 pub fn member_writes_in_flight(name: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/sys/block/{name}/inflight"))
         .or_else(|_| std::fs::read_to_string(format!("/sys/class/block/{name}/inflight")))

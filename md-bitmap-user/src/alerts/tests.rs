@@ -111,6 +111,10 @@ fn a_stuck_bio_names_the_member_only_when_one_is_busy() {
         age_secs: 11.0,
     });
     inp.member_writes_in_flight = vec![("dm-0".into(), 1), ("vdb".into(), 1)];
+    // The block layer sees no write in flight on the array: a lost completion event.
+    inp.array_writes_in_flight = Some(0);
+    assert!(e.evaluate(1, &[inp.clone()]).is_empty());
+    inp.array_writes_in_flight = Some(1);
     let evs = e.evaluate(1, &[inp]);
     assert_eq!(evs.len(), 1);
     assert_eq!(evs[0].alert.name, AlertName::StuckBio);
@@ -204,6 +208,17 @@ fn feed_drops_hold_until_quiet_and_reseeded_drift_follows_reconcile() {
     );
     s.feed.reseeds = 1;
     let evs = e.evaluate(21_000, &[ArrayInput::from_snapshot(s.clone())]);
+    assert_eq!(
+        names(&evs),
+        vec![("resolved".into(), "md0/FeedDrops".into())]
+    );
+    // Drops and the re-seed they caused both land between two evaluations.
+    s.feed.drops = 9;
+    s.feed.reseeds = 2;
+    let evs = e.evaluate(21_500, &[ArrayInput::from_snapshot(s.clone())]);
+    assert_eq!(names(&evs), vec![("fired".into(), "md0/FeedDrops".into())]);
+    assert!(evs[0].alert.message.contains("the mirror re-seeded"));
+    let evs = e.evaluate(32_000, &[ArrayInput::from_snapshot(s.clone())]);
     assert_eq!(
         names(&evs),
         vec![("resolved".into(), "md0/FeedDrops".into())]
@@ -356,4 +371,25 @@ fn committed_alert_schema_matches_and_validates_an_event() {
     let v = jsonschema::validator_for(&json_schema()).unwrap();
     assert!(v.is_valid(&serde_json::to_value(&ev).unwrap()));
     assert!(!v.is_valid(&serde_json::json!({"type": "alert"})));
+}
+
+#[test]
+fn no_stuck_alert_between_drops_and_the_reseed() {
+    // Pending writes may have lost their ends in the drops: no stuck alert until the re-seed.
+    let mut e = AlertEngine::new(Thresholds::default());
+    let mut stuck = ArrayInput::from_snapshot(snap("md0"));
+    stuck.snap.feed.drops = 7;
+    stuck.oldest_write = Some(write(60.0));
+    let evs = e.evaluate(1_000, &[stuck.clone()]);
+    assert_eq!(names(&evs), vec![("fired".into(), "md0/FeedDrops".into())]);
+    assert!(e.evaluate(1_500, &[stuck.clone()]).is_empty());
+    stuck.snap.feed.reseeds = 1;
+    let evs = e.evaluate(2_000, &[stuck.clone()]);
+    assert_eq!(names(&evs), vec![("fired".into(), "md0/StuckWrite".into())]);
+    stuck.oldest_write = None;
+    let evs = e.evaluate(2_500, &[stuck]);
+    assert_eq!(
+        names(&evs),
+        vec![("resolved".into(), "md0/StuckWrite".into())]
+    );
 }
