@@ -176,6 +176,14 @@ mark restart-writes-done
 quiet restart md0
 kill -INT $V4; wait $V4; echo "verify exit $?"
 kill -INT $W4; wait $W4; echo "watch4 exit $?"
+# 9. Metrics over HTTP from the live agent.
+ip link set lo up
+md-bitmap serve --listen 127.0.0.1:9842 --interval 0.5 --ready-file /tmp/s5 2>/out/serve.err &
+S5=$!
+ready /tmp/s5 $S5
+sleep 1
+wget -q -O /out/metrics.txt http://127.0.0.1:9842/metrics || echo "wget failed"
+kill -INT $S5; wait $S5; echo "serve exit $?"
 P1=$($DD if=/dev/md0 bs=1M count=1 skip=24 iflag=direct 2>/dev/null | md5sum)
 [ "$P0" = "$P1" ] && mdb_result region_unchanged yes || mdb_result region_unchanged no
 cat /proc/mdstat
@@ -290,6 +298,7 @@ fn run(series: Series) {
         "watch3.err",
         "watch4.err",
         "verify4.err",
+        "serve.err",
     ] {
         assert!(
             !err(f).contains("panicked"),
@@ -611,6 +620,37 @@ fn run(series: Series) {
         "{rel}: in-flight mismatches after the restart"
     );
     assert_eq!(counter_mm, 0, "{rel}: counter mismatches after the restart");
+    // --- serve: the live exposition carries both arrays and every metric the dashboard uses ---
+    let metrics = r.out_file("metrics.txt").unwrap();
+    for want in [
+        "md_bitmap_feed_live{array=\"md0\"} 1.0",
+        "md_bitmap_feed_live{array=\"md1\"} 1.0",
+        "md_bitmap_dirty_chunks{array=\"md1\"}",
+        "md_bitmap_alerts_firing{array=\"md0\",name=\"StuckWrite\",severity=\"critical\"} 0",
+    ] {
+        assert!(metrics.contains(want), "{rel}: no {want} in {metrics}");
+    }
+    let dash = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/grafana/md-bitmap.json"),
+    )
+    .unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    for w in dash.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if w.starts_with("md_bitmap_") {
+            used.insert(w.to_string());
+        }
+    }
+    for m in &used {
+        assert!(
+            metrics.contains(&format!("{m}{{")),
+            "{rel}: dashboard metric {m} not served"
+        );
+    }
+    eprintln!(
+        "kernel {rel}: serve: {} lines of metrics, all {} dashboard metrics present",
+        metrics.lines().count(),
+        used.len()
+    );
     cleanup(&dir);
 }
 
