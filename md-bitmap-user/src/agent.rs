@@ -16,6 +16,7 @@ use crate::engine::{BitmapGeometry, KernelVariant};
 use crate::feed::ebpf::Feed;
 use crate::feed::kstate::KernelStateReader;
 use crate::feed::record::EventKind;
+use crate::feed::record::DevNum;
 use crate::feed::{BitmapAbi, FeedEvent, KernelSymbols};
 use crate::mirror::snapshot::{SCHEMA_VERSION, Snapshot};
 use crate::mirror::{Mirror, MirrorArray, variant_for};
@@ -288,17 +289,33 @@ impl Agent {
                 continue;
             };
             if info.level.is_empty() || info.array_state == "inactive" {
+                // Stopped (or being assembled): the device node can outlive the array.
+                if let Some(a) = self.mirror.remove(&r.name) {
+                    tracing::info!("{}: array stopped; mirror dropped", r.name);
+                    let _ = self.feed.unwatch_dev(a.info.dev);
+                }
                 continue;
             }
-            let reseed = match self.mirror.arrays.get(&r.name) {
-                None => true,
-                Some(old) => {
-                    old.info.bitmap.is_some() != info.bitmap.is_some()
-                        || old.info.bitmap.as_ref().map(|b| b.chunk_size_bytes)
-                            != info.bitmap.as_ref().map(|b| b.chunk_size_bytes)
+            let old = self.mirror.arrays.get(&r.name).map(|o| {
+                (
+                    o.info.bitmap.as_ref().map(|b| b.chunk_size_bytes),
+                    o.mddev,
+                    o.bitmap_addr,
+                )
+            });
+            let reseed = match old {
+                None => Some("new array"),
+                Some((chunk, ..)) if chunk != info.bitmap.as_ref().map(|b| b.chunk_size_bytes) => {
+                    Some("bitmap added, removed or resized")
                 }
+                // Stopped and reassembled, or bitmap removed and re-added, between two rescans:
+                // the kernel's `struct mddev` or `struct bitmap` is a new one.
+                Some((_, mddev, bitmap)) => self
+                    .kernel_objects_moved(info.dev, mddev, bitmap)
+                    .then_some("array or bitmap re-created in the kernel"),
             };
-            if reseed {
+            if let Some(why) = reseed {
+                tracing::info!("{}: seeding the mirror ({why})", r.name);
                 self.feed.watch_dev(info.dev)?;
                 let mut a = MirrorArray::new(info);
                 if let Err(e) = self.seed(&mut a) {
@@ -310,6 +327,26 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// Whether the kernel's `struct mddev` of `dev`, or its `struct bitmap`, is no longer the
+    /// one the mirror was seeded with (false when unknown).
+    fn kernel_objects_moved(
+        &mut self,
+        dev: DevNum,
+        mddev: Option<u64>,
+        bitmap: Option<u64>,
+    ) -> bool {
+        let (Some(r), Some(old)) = (self.kstate.as_ref(), mddev) else {
+            return false;
+        };
+        match r.find_mddev(&mut self.feed, dev) {
+            Ok(m) if m != old => true,
+            Ok(m) => {
+                bitmap.is_some_and(|b| r.bitmap_addr(&mut self.feed, m).is_ok_and(|now| now != b))
+            }
+            Err(_) => false,
+        }
     }
 
     /// Copies every applied event to `w` as NDJSON (for debugging the mirror).
@@ -488,10 +525,18 @@ impl Agent {
                         let persisted =
                             drift > 0 && self.prev_drift.get(&n).copied().unwrap_or(0) > 0;
                         self.prev_drift.insert(n.clone(), drift);
-                        if (dropped || persisted)
-                            && let Err(e) = self.seed(&mut a)
-                        {
-                            eprintln!("md-bitmap: {n}: re-seed failed: {e:#}");
+                        if dropped || persisted {
+                            tracing::info!(
+                                "{n}: re-seeding the mirror ({})",
+                                if dropped {
+                                    "the kernel dropped feed records"
+                                } else {
+                                    "drift persisted"
+                                }
+                            );
+                            if let Err(e) = self.seed(&mut a) {
+                                tracing::warn!("{n}: re-seed failed: {e:#}");
+                            }
                         }
                     }
                     Err(e) => eprintln!("md-bitmap: {n}: cannot read the on-disk bitmap: {e:#}"),

@@ -40,6 +40,9 @@ enum Command {
     /// Predict what a crash now, a re-add of a missing member, or the running sync will cost:
     /// bytes read and written per member and duration, with the assumptions (reads only).
     Predict(md_bitmap::predict::gather::PredictArgs),
+    /// Serve Prometheus metrics of the live mirror and its alerts at http://ADDR/metrics
+    /// (loopback by default), evaluating the alert rules as `watch` does.
+    Serve(md_bitmap::serve::ServeArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -88,6 +91,9 @@ struct WatchArgs {
     /// Create this file once the mirror is seeded and attached.
     #[arg(long)]
     ready_file: Option<std::path::PathBuf>,
+    /// Alert rules (transitions are printed as `"type":"alert"` lines with --ndjson).
+    #[command(flatten)]
+    alerts: md_bitmap::alerts::config::AlertArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -246,6 +252,9 @@ fn run_snapshot(args: &SnapshotArgs) -> Result<()> {
 fn run_watch(args: &WatchArgs) -> Result<()> {
     use std::io::Write;
     let stop = stop_on_signals()?;
+    md_bitmap::alerts::deliver::init_logging();
+    let reconcile = Duration::from_secs_f64(args.reconcile.max(0.1));
+    let mut alerting = md_bitmap::alerts::Alerting::new(&args.alerts, reconcile)?;
     let mut agent = match live_agent(&args.array) {
         Ok(a) => Some(a),
         Err(why) => {
@@ -257,7 +266,6 @@ fn run_watch(args: &WatchArgs) -> Result<()> {
         std::fs::write(p, b"")?;
     }
     let interval = Duration::from_secs_f64(args.interval.max(0.01));
-    let reconcile = Duration::from_secs_f64(args.reconcile.max(0.1));
     let mut next = Instant::now();
     let mut printed = 0u64;
     let mut out = std::io::stdout().lock();
@@ -269,11 +277,16 @@ fn run_watch(args: &WatchArgs) -> Result<()> {
         }
         if Instant::now() >= next || stopping {
             next += interval;
-            let snap = match agent.as_ref() {
+            let mut snap = match agent.as_ref() {
                 Some(a) => a.snapshot(),
                 None => md_bitmap::agent::ondisk_snapshot(&args.array, "no BPF")?,
             };
+            let transitions = alerting.step(agent.as_mut(), &mut snap);
             if args.ndjson {
+                for t in &transitions {
+                    serde_json::to_writer(&mut out, t)?;
+                    out.write_all(b"\n")?;
+                }
                 serde_json::to_writer(&mut out, &snap)?;
                 out.write_all(b"\n")?;
             } else {
@@ -390,6 +403,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => run_verify(a),
         Command::KernelState(a) => run_kernel_state(a),
         Command::Predict(a) => md_bitmap::predict::gather::run(a),
+        Command::Serve(a) => stop_on_signals().and_then(|s| md_bitmap::serve::run(a, s)),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -67,7 +67,17 @@ impl Feed {
                 "this md-bitmap was built without its eBPF programs (AYA_BUILD_SKIP=1); rebuild it normally"
             );
         }
-        let ebpf = Ebpf::load(OBJECT).map_err(|e| {
+        // MD_BITMAP_RING_BYTES (a power of two, at least a page) shrinks the ring buffer; the
+        // fault tests use it to force overflows.
+        let mut loader = aya::EbpfLoader::new();
+        if let Some(n) = std::env::var("MD_BITMAP_RING_BYTES")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|n| n.is_power_of_two() && *n >= 4096)
+        {
+            loader.map_max_entries("EVENTS", n);
+        }
+        let ebpf = loader.load(OBJECT).map_err(|e| {
             let hint = if unsafe { libc::geteuid() } != 0 {
                 " (md-bitmap needs root, or CAP_BPF and CAP_PERFMON)"
             } else {

@@ -152,6 +152,14 @@ impl MirrorArray {
             .min()
     }
 
+    /// The oldest in-flight write bio as (sector, sectors, queued ns).
+    pub fn oldest_pending_bio(&self) -> Option<(u64, u64, u64)> {
+        self.pending_bios
+            .iter()
+            .filter_map(|(k, q)| q.front().map(|t| (k.0, k.1, *t)))
+            .min_by_key(|x| x.2)
+    }
+
     /// Pending start-writes as (offset, sectors, started ns), oldest first.
     pub fn pending_writes(&self) -> Vec<(u64, u64, u64)> {
         let mut v: Vec<(u64, u64, u64)> = self
@@ -588,6 +596,7 @@ impl MirrorArray {
             oldest_inflight_bio_age_secs: age(self.oldest_pending_bio_ns()),
             feed: health,
             prediction: self.prediction(),
+            alerts: vec![],
         }
     }
 }

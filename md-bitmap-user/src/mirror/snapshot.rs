@@ -155,6 +155,9 @@ pub struct ArraySnapshot {
     /// throughput measurement; see `md-bitmap predict`). Absent in older producers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prediction: Option<crate::predict::Prediction>,
+    /// Alerts active on this array (see `crate::alerts`); empty where no rules run.
+    #[serde(default)]
+    pub alerts: Vec<crate::alerts::Alert>,
 }
 
 /// Half-open ranges as JSON pairs.
