@@ -394,6 +394,9 @@ fn run_events(args: &EventsArgs) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Agent messages (re-seeds, alert deliveries, metrics server) go through `tracing`: to stderr,
+    // or to the journal under systemd, for every command.
+    md_bitmap::alerts::deliver::init_logging();
     let r = match &cli.command {
         Command::Events(a) => run_events(a),
         Command::Abi => run_abi(),

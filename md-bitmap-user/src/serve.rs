@@ -90,6 +90,14 @@ pub fn render(snap: &Snapshot, alerts: &[Alert]) -> String {
         "md_bitmap_feed_live",
         "1 when the mirror is fed live by eBPF, 0 when it shows on-disk state only",
     );
+    let resync_bytes = gauge(
+        "md_bitmap_predicted_resync_bytes",
+        "Bytes per member a resync after a crash now would sync (from the mirror's bitmap)",
+    );
+    let resync_secs = gauge(
+        "md_bitmap_predicted_resync_seconds",
+        "Expected duration of a resync after a crash now (0 when nothing to sync)",
+    );
     let mut counter = |name: &str, help: &str| {
         let c = C::default();
         reg.register(name, help, c.clone());
@@ -131,6 +139,17 @@ pub fn render(snap: &Snapshot, alerts: &[Alert]) -> String {
             .get_or_create(&l)
             .set(a.oldest_inflight_bio_age_secs.unwrap_or(0.0));
         drift.get_or_create(&l).set(a.feed.drift_chunks as f64);
+        if let Some(p) = &a.prediction {
+            resync_bytes
+                .get_or_create(&l)
+                .set(p.crash_now.sync_bytes_per_member as f64);
+            resync_secs.get_or_create(&l).set(
+                p.crash_now
+                    .duration
+                    .as_ref()
+                    .map_or(0.0, |d| d.expected_secs),
+            );
+        }
         live.get_or_create(&l).set(is_live);
         events.get_or_create(&l).inc_by(a.feed.events);
         drops.get_or_create(&l).inc_by(a.feed.drops);
@@ -290,7 +309,36 @@ mod tests {
                 ..Default::default()
             },
             alerts: vec![],
-            prediction: None,
+            prediction: Some(crate::predict::predict(&crate::predict::Inputs {
+                name: "md0".into(),
+                level: "raid1".into(),
+                raid_disks: 2,
+                dev_sectors: 64 * 2048,
+                array_state: "active".into(),
+                members: ["vda", "vdb"]
+                    .iter()
+                    .zip(0u32..)
+                    .map(|(n, slot)| crate::predict::MemberInput {
+                        name: (*n).into(),
+                        slot: Some(slot),
+                        in_sync: true,
+                        ..Default::default()
+                    })
+                    .collect(),
+                bitmap: Some(crate::predict::BitmapInput {
+                    chunk_bytes: 65536,
+                    sync_size_sectors: 64 * 2048,
+                    dirty_on_disk: vec![0..5, 9..11],
+                    needed: None,
+                    events: 20,
+                    events_cleared: 18,
+                }),
+                sb_events: Some(20),
+                sync_action: "idle".into(),
+                speed_min_kibs: 1000,
+                speed_max_kibs: 2048,
+                ..Default::default()
+            })),
         };
         Snapshot {
             schema_version: SCHEMA_VERSION,
@@ -333,6 +381,9 @@ mod tests {
         assert!(t.contains(
             "md_bitmap_alerts_firing{array=\"md0\",name=\"FeedDrift\",severity=\"warning\"} 0"
         ));
+        // 7 dirty 64 KiB chunks to resync per member.
+        assert!(t.contains("md_bitmap_predicted_resync_bytes{array=\"md0\"} 458752.0"));
+        assert!(!t.contains("md_bitmap_predicted_resync_seconds{array=\"md0\"} 0.0"));
         assert!(t.trim_end().ends_with("# EOF"));
     }
 
