@@ -10,3 +10,5 @@ pub mod inspect;
 pub mod mirror;
 pub mod ondisk;
 pub mod sysfs;
+pub mod trace;
+pub mod tune;

@@ -37,6 +37,13 @@ enum Command {
     /// Read md's own in-memory bitmap counters of an array from kernel memory (through BPF, with
     /// offsets from md_mod's BTF) and print them as JSON. A debugging oracle; needs root.
     KernelState(KernelStateArgs),
+    /// Record a compact binary trace of an array's writes (time, sector, length) with its
+    /// geometry, for `tune` (needs root). Ctrl-C or SIGTERM ends it with a valid file.
+    Record(md_bitmap::trace::record::RecordArgs),
+    /// Replay a recorded trace under candidate bitmap chunk sizes: bits set, bitmap page
+    /// writes, dirty bytes, predicted crash resync and memory per size, and a recommendation
+    /// with the mdadm commands that apply it.
+    Tune(md_bitmap::tune::TuneArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -383,6 +390,8 @@ fn main() -> ExitCode {
         Command::Watch(a) => run_watch(a),
         Command::Verify(a) => run_verify(a),
         Command::KernelState(a) => run_kernel_state(a),
+        Command::Record(a) => stop_on_signals().and_then(|s| md_bitmap::trace::record::run(a, &s)),
+        Command::Tune(a) => md_bitmap::tune::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
