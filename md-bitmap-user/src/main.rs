@@ -60,6 +60,10 @@ struct EventsArgs {
     /// Create this file once the probes are attached (lets scripts start a workload then).
     #[arg(long)]
     ready_file: Option<std::path::PathBuf>,
+    /// Also see bios queued on these block devices (e.g. members: md's own superblock and
+    /// bitmap writes), as MAJOR:MINOR or /dev path.
+    #[arg(long)]
+    device: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -325,6 +329,9 @@ fn run_events(args: &EventsArgs) -> Result<()> {
     feed.attach(&abi)?;
     for a in &arrays {
         feed.watch_dev(a.dev)?;
+    }
+    for d in &args.device {
+        feed.watch_dev(md_bitmap::trace::record::device_number(d)?)?;
     }
     eprintln!(
         "md-bitmap: attached {} kprobes and {} tracepoints; watching {}",

@@ -1696,6 +1696,12 @@ impl Bitmap {
         self.pages.len() as u64 - self.missing_pages
     }
 
+    /// Chunks whose on-disk bit is set, O(1) (the same figure as
+    /// [`Summary::disk_dirty_chunks`](super::Summary::disk_dirty_chunks)).
+    pub fn disk_dirty_chunks(&self) -> u64 {
+        self.disk_set
+    }
+
     /// The `/proc/mdstat` bitmap line, as `md_bitmap_status()` prints it (without the newline):
     /// `bitmap: A/B pages [KKB], NKB chunk`.
     pub fn mdstat_line(&self) -> String {

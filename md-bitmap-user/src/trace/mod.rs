@@ -24,7 +24,9 @@
 //!   first one is absolute) — an entry into md's bitmap daemon (`md_bitmap_daemon_work()` /
 //!   `bitmap_daemon_work()`), which runs only if `daemon_sleep` has passed;
 //! * `2` superblock update: Δtime — an entry into `md_bitmap_update_sb()` /
-//!   `bitmap_update_sb()` (page 0 of the bitmap written).
+//!   `bitmap_update_sb()` (page 0 of the bitmap written);
+//! * `3` unplug: Δtime — an entry into `md_bitmap_unplug()` / `bitmap_unplug()` (the
+//!   personality flushing DIRTY bitmap pages before its data writes).
 //!
 //! Times are CLOCK_MONOTONIC nanoseconds; the first event of a block carries its absolute time.
 pub mod record;
@@ -48,6 +50,7 @@ const MAX_PAYLOAD: u32 = 16 << 20;
 const TAG_WRITE: u8 = 0;
 const TAG_DAEMON: u8 = 1;
 const TAG_UPDATE_SB: u8 = 2;
+const TAG_UNPLUG: u8 = 3;
 
 /// What a trace knows about the array it was recorded on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -88,7 +91,8 @@ pub struct TraceHeader {
     pub accounting: String,
     /// On-disk dirty chunk ranges (in `bitmap_chunk_bytes` chunks) when recording started.
     pub initial_dirty: Vec<(u64, u64)>,
-    /// `events_cleared` / `events` of the bitmap superblock when recording started.
+    /// `events_cleared` / `events` when recording started (`bitmap->events_cleared` and
+    /// `mddev->events` when they could be read from the kernel, else the bitmap superblock's).
     pub initial_events: (u64, u64),
     /// CLOCK_MONOTONIC ns when recording started.
     pub start_ns: u64,
@@ -96,6 +100,9 @@ pub struct TraceHeader {
     /// read.
     #[serde(default)]
     pub daemon_lastrun_jiffies: Option<u64>,
+    /// `md/array_state` when recording started (`clean` = `mddev->in_sync`).
+    #[serde(default)]
+    pub initial_array_state: Option<String>,
 }
 
 /// One recorded event.
@@ -124,6 +131,11 @@ pub enum TraceEvent {
         /// Time, ns.
         t_ns: u64,
     },
+    /// An entry into the bitmap unplug.
+    Unplug {
+        /// Time, ns.
+        t_ns: u64,
+    },
 }
 
 impl TraceEvent {
@@ -132,7 +144,8 @@ impl TraceEvent {
         match *self {
             TraceEvent::Write { t_ns, .. }
             | TraceEvent::Daemon { t_ns, .. }
-            | TraceEvent::UpdateSb { t_ns } => t_ns,
+            | TraceEvent::UpdateSb { t_ns }
+            | TraceEvent::Unplug { t_ns } => t_ns,
         }
     }
 }
@@ -197,6 +210,10 @@ impl BlockEncoder {
             }
             TraceEvent::UpdateSb { .. } => {
                 self.buf.push(TAG_UPDATE_SB);
+                put_varint(&mut self.buf, dt);
+            }
+            TraceEvent::Unplug { .. } => {
+                self.buf.push(TAG_UNPLUG);
                 put_varint(&mut self.buf, dt);
             }
         }
@@ -363,6 +380,7 @@ fn decode_block(payload: &[u8], n: u32, out: &mut Vec<TraceEvent>) -> Option<()>
                 TraceEvent::Daemon { t_ns: t, jiffies }
             }
             TAG_UPDATE_SB => TraceEvent::UpdateSb { t_ns: t },
+            TAG_UNPLUG => TraceEvent::Unplug { t_ns: t },
             _ => {
                 out.truncate(start);
                 return None;
@@ -493,12 +511,16 @@ mod tests {
             initial_events: (10, 12),
             start_ns: 1_000,
             daemon_lastrun_jiffies: None,
+            initial_array_state: Some("clean".into()),
         }
     }
 
     fn events(n: u64) -> Vec<TraceEvent> {
         (0..n)
-            .map(|i| match i % 7 {
+            .map(|i| match i % 8 {
+                7 => TraceEvent::Unplug {
+                    t_ns: 1_000 + i * 1_000,
+                },
                 5 => TraceEvent::Daemon {
                     t_ns: 1_000 + i * 1_000,
                     jiffies: 4_294_000_000 + i,

@@ -2,8 +2,8 @@
 //!
 //! Recorded: every write bio queued on the md device (`block_bio_queue`, time, sector,
 //! length) with its completion time when the feed sees it (`block_bio_complete`, matched on
-//! sector and length, oldest first), every entry into the bitmap daemon (with jiffies) and
-//! every bitmap superblock update of this array. The header holds the geometry read from
+//! sector and length, oldest first), and this array's entries into the bitmap daemon (with
+//! jiffies), the bitmap superblock update and the bitmap unplug. The header holds the geometry read from
 //! sysfs and the member's bitmap superblock, and the on-disk dirty bits at the start.
 //!
 //! Events are written in queue-time order once their completion is known (or after
@@ -106,6 +106,23 @@ impl Pending {
     }
 }
 
+/// A block device given as `MAJOR:MINOR` or a device node path.
+pub fn device_number(s: &str) -> Result<crate::feed::record::DevNum> {
+    if let Some(d) = crate::feed::record::DevNum::parse(s) {
+        return Ok(d);
+    }
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = std::fs::metadata(s).with_context(|| format!("no such device {s}"))?;
+    if !m.file_type().is_block_device() {
+        bail!("{s} is not a block device");
+    }
+    let r = m.rdev();
+    Ok(crate::feed::record::DevNum {
+        major: libc::major(r),
+        minor: libc::minor(r),
+    })
+}
+
 fn uname_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
@@ -135,17 +152,18 @@ pub fn run(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
     feed.attach(&abi)?;
     feed.watch_dev(aref.dev)?;
     // The array's kernel objects, to keep other arrays' daemon and superblock events out.
-    let (mut owners, mut lastrun) = (Vec::new(), None);
+    let (mut owners, mut lastrun, mut kevents) = (Vec::new(), None, None);
     match KernelStateReader::new(&syms).and_then(|r| {
         feed.attach_peek()?;
         let mddev = r.find_mddev(&mut feed, aref.dev)?;
         let bitmap = r.bitmap_addr(&mut feed, mddev)?;
         let k = r.read(&mut feed, mddev)?;
-        Ok((mddev, bitmap, k.daemon_lastrun_jiffies))
+        Ok((mddev, bitmap, k))
     }) {
-        Ok((mddev, bitmap, lr)) => {
+        Ok((mddev, bitmap, k)) => {
             owners = vec![mddev, bitmap];
-            lastrun = Some(lr);
+            lastrun = Some(k.daemon_lastrun_jiffies);
+            kevents = Some((k.events_cleared, k.events));
         }
         Err(e) => eprintln!(
             "md-bitmap: cannot find {}'s kernel objects ({e:#}); recording every array's daemon and superblock events",
@@ -195,9 +213,11 @@ pub fn run(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
         }
         .to_string(),
         initial_dirty: dirty,
-        initial_events: (disk.events_cleared, disk.events),
+        // md's own counters when readable (the on-disk copy lags `mddev->events`).
+        initial_events: kevents.unwrap_or((disk.events_cleared, disk.events)),
         start_ns: monotonic_ns(),
         daemon_lastrun_jiffies: lastrun,
+        initial_array_state: Some(info.array_state.clone()),
     };
     let file = std::fs::File::create(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
@@ -290,6 +310,9 @@ fn record_loop<W: std::io::Write>(
                 }
                 EventKind::UpdateSb { owner } if ours(owner) => {
                     pending.insert(TraceEvent::UpdateSb { t_ns: t })
+                }
+                EventKind::Unplug { owner } if ours(owner) => {
+                    pending.insert(TraceEvent::Unplug { t_ns: t })
                 }
                 _ => {}
             }

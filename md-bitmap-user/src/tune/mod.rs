@@ -12,6 +12,7 @@
 //! dirty bytes, the worst case the maximum; durations divide by the resync speed (the array's
 //! `sync_speed_max` when recorded, else `--resync-speed`). Bytes are bitmap-space bytes: per
 //! member for raid1/4/5/6, of the array for raid10, the unit md's `sync_speed` counts in.
+pub mod chart;
 pub mod replay;
 pub mod svg;
 
@@ -69,6 +70,12 @@ pub struct TuneArgs {
     /// How the md thread's wake-ups into the bitmap daemon are replayed.
     #[arg(long, value_enum, default_value_t = DaemonMode::Recorded)]
     pub daemon: DaemonMode,
+    /// Replay only the first SECS seconds of the trace.
+    #[arg(long, value_name = "SECS")]
+    pub until: Option<f64>,
+    /// Show the trade-off curve and the table in the terminal (q or Esc quits).
+    #[arg(long, conflicts_with = "json")]
+    pub tui: bool,
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -247,7 +254,14 @@ pub fn run(args: &TuneArgs) -> Result<()> {
             trace.blocks
         );
     }
-    let input = ReplayInput::new(&trace)?;
+    let mut input = ReplayInput::new(&trace)?;
+    if let Some(u) = args.until {
+        if !(u >= 0.0) {
+            bail!("--until must be a number of seconds >= 0");
+        }
+        let start = input.span_ns.0;
+        input = input.until(start.saturating_add((u * 1e9) as u64));
+    }
     if input.writes == 0 {
         bail!("the trace holds no writes: nothing to tune");
     }
@@ -338,7 +352,9 @@ pub fn run(args: &TuneArgs) -> Result<()> {
         std::fs::write(p, svg::tradeoff_svg(&report))
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
     }
-    if args.json {
+    if args.tui {
+        chart::show(&report)?;
+    } else if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", render_table(&report));

@@ -6,10 +6,15 @@
 //!
 //! * a write's start-writes, then `unplug` (the personality writes DIRTY bitmap pages before
 //!   the data: raid1 `flush_bio_list()`/`raid1_prepare_flush_writes()`, raid10 likewise,
-//!   raid5 `raid5d()`/`handle_active_stripes()` → `md_bitmap_unplug()`);
+//!   raid5 `raid5d()`/`handle_active_stripes()` → `md_bitmap_unplug()`) at the recorded unplug
+//!   calls (so concurrent writes share a page write as in the kernel), or right after the
+//!   start-writes if the trace has none;
 //! * its end-writes at queue time + latency (`close_write()` / `handle_stripe_clean_event()`;
 //!   a write whose completion was not recorded gets the median recorded latency);
-//! * the bitmap superblock updates the kernel made (`md_bitmap_update_sb()`, recorded);
+//! * the bitmap superblock updates the kernel made (`md_bitmap_update_sb()`, recorded), with
+//!   `mddev->events` following `md_update_sb()` for clean/dirty transitions (up when the array
+//!   goes dirty, back down when it goes clean), which makes end-writes set `need_sync` and the
+//!   daemon write `events_cleared` as the kernel does;
 //! * the daemon (`md_bitmap_daemon_work()` / `bitmap_daemon_work()`), run from the md thread:
 //!   at every recorded wake-up of the thread into the daemon (their jiffies decide whether
 //!   `daemon_sleep` has passed, as the kernel's `time_before()` does), and by the thread's own
@@ -51,6 +56,8 @@ pub(crate) enum Step {
     Daemon { jiffies: u64 },
     /// A recorded bitmap superblock update.
     UpdateSb,
+    /// A recorded bitmap unplug.
+    Unplug,
 }
 
 /// A trace mapped to kernel calls, shared by every chunk size.
@@ -79,6 +86,8 @@ pub struct ReplayInput {
     pub(crate) initial_dirty_sectors: Vec<(u64, u64)>,
     /// Sectors the bitmap covers.
     pub sync_sectors: u64,
+    /// The trace has the kernel's unplug calls (else each write unplugs at once).
+    pub has_unplug: bool,
 }
 
 /// The engine variant named in a trace header.
@@ -161,6 +170,7 @@ impl ReplayInput {
         let mut steps = Vec::with_capacity(trace.events.len() * 2);
         let mut daemon_pairs = Vec::new();
         let (mut writes, mut no_lat) = (0u64, 0u64);
+        let mut has_unplug = false;
         for ev in &trace.events {
             match *ev {
                 TraceEvent::Write {
@@ -191,6 +201,10 @@ impl ReplayInput {
                     steps.push((t_ns, Step::Daemon { jiffies }));
                 }
                 TraceEvent::UpdateSb { t_ns } => steps.push((t_ns, Step::UpdateSb)),
+                TraceEvent::Unplug { t_ns } => {
+                    has_unplug = true;
+                    steps.push((t_ns, Step::Unplug));
+                }
             }
         }
         steps.sort_by_key(|s| s.0);
@@ -225,7 +239,22 @@ impl ReplayInput {
             sleep_jiffies: sleep_jiffies.map(|s| s.max(1)),
             initial_dirty_sectors,
             sync_sectors: h.bitmap_sync_sectors,
+            has_unplug,
         })
+    }
+
+    /// Drops every call at or after `t_ns` (CLOCK_MONOTONIC): the replay then ends in the
+    /// state the kernel had at that instant (writes queued before it and completing after it
+    /// stay in flight).
+    pub fn until(mut self, t_ns: u64) -> Self {
+        self.steps.retain(|s| s.0 < t_ns);
+        self.span_ns.1 = self.span_ns.1.min(t_ns);
+        self.writes = self
+            .steps
+            .iter()
+            .filter(|s| matches!(s.1, Step::Start { .. }))
+            .count() as u64;
+        self
     }
 
     /// Whether the trace carries the md thread's wake-ups into the daemon.
@@ -398,7 +427,15 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
         let (ec, ev) = input.header.initial_events;
         bm.set_events(ev.max(ec));
     }
-    let mut timeline = DirtyTimeline::new(t0, bm.summary().disk_dirty_chunks);
+    let mut timeline = DirtyTimeline::new(t0, bm.disk_dirty_chunks());
+    // `mddev->events` across superblock updates (see `Step::UpdateSb` below).
+    let mut events = bm.events();
+    let mut in_sync = input
+        .header
+        .initial_array_state
+        .as_deref()
+        .is_none_or(|s| s == "clean");
+    let mut can_decrease_events = false;
     let mut bits_set = 0u64;
     let mut max_alloc = bm.allocated_pages();
     // The md thread's last wake-up (ns) and whether its timeout is pending.
@@ -408,9 +445,8 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
 
     macro_rules! after_write_pages {
         ($t:expr) => {{
-            let s = bm.summary();
-            timeline.set($t, s.disk_dirty_chunks);
-            max_alloc = max_alloc.max(s.allocated_pages);
+            timeline.set($t, bm.disk_dirty_chunks());
+            max_alloc = max_alloc.max(bm.allocated_pages());
         }};
     }
 
@@ -460,6 +496,11 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
                     }
                     bm.start_write(off, n, false);
                 }
+                if !input.has_unplug && bm.unplug() > 0 {
+                    after_write_pages!(t);
+                }
+            }
+            Step::Unplug => {
                 if bm.unplug() > 0 {
                     after_write_pages!(t);
                 }
@@ -480,6 +521,22 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
                 }
             }
             Step::UpdateSb => {
+                // md_update_sb() around a recorded bitmap superblock update: under a write
+                // workload these are the clean <-> dirty transitions (md_write_start() and
+                // the safe-mode timer), where `mddev->events` goes up on the way to dirty and
+                // back down on the way to clean when it may (`can_decrease_events`).
+                if in_sync {
+                    events += 1;
+                    can_decrease_events = true;
+                } else if can_decrease_events && events != 1 {
+                    events -= 1;
+                    can_decrease_events = false;
+                } else {
+                    events += 1;
+                    can_decrease_events = true;
+                }
+                in_sync = !in_sync;
+                bm.set_events(events);
                 bm.update_sb();
                 after_write_pages!(t);
             }

@@ -28,6 +28,7 @@ fn header(chunk: u64) -> TraceHeader {
         initial_events: (1, 1),
         start_ns: 0,
         daemon_lastrun_jiffies: None,
+        initial_array_state: None,
     }
 }
 
