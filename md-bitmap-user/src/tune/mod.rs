@@ -100,7 +100,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// Human size: 4K, 64M, 1G (exact powers), else bytes.
 pub fn human(b: u64) -> String {
     for (sfx, sh) in [("G", 30), ("M", 20), ("K", 10)] {
-        if b >= 1 << sh && b % (1 << sh) == 0 {
+        if b >= 1 << sh && b.is_multiple_of(1 << sh) {
             return format!("{}{}", b >> sh, sfx);
         }
     }
@@ -256,7 +256,7 @@ pub fn run(args: &TuneArgs) -> Result<()> {
     }
     let mut input = ReplayInput::new(&trace)?;
     if let Some(u) = args.until {
-        if !(u >= 0.0) {
+        if u.is_nan() || u < 0.0 {
             bail!("--until must be a number of seconds >= 0");
         }
         let start = input.span_ns.0;
