@@ -13,3 +13,5 @@ pub mod ondisk;
 pub mod predict;
 pub mod serve;
 pub mod sysfs;
+pub mod trace;
+pub mod tune;

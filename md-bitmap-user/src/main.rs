@@ -43,6 +43,13 @@ enum Command {
     /// Serve Prometheus metrics of the live mirror and its alerts at http://ADDR/metrics
     /// (loopback by default), evaluating the alert rules as `watch` does.
     Serve(md_bitmap::serve::ServeArgs),
+    /// Record a compact binary trace of an array's writes (time, sector, length) with its
+    /// geometry, for `tune` (needs root). Ctrl-C or SIGTERM ends it with a valid file.
+    Record(md_bitmap::trace::record::RecordArgs),
+    /// Replay a recorded trace under candidate bitmap chunk sizes: bits set, bitmap page
+    /// writes, dirty bytes, predicted crash resync and memory per size, and a recommendation
+    /// with the mdadm commands that apply it.
+    Tune(md_bitmap::tune::TuneArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -59,6 +66,10 @@ struct EventsArgs {
     /// Create this file once the probes are attached (lets scripts start a workload then).
     #[arg(long)]
     ready_file: Option<std::path::PathBuf>,
+    /// Also see bios queued on these block devices (e.g. members: md's own superblock and
+    /// bitmap writes), as MAJOR:MINOR or /dev path.
+    #[arg(long)]
+    device: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -338,6 +349,9 @@ fn run_events(args: &EventsArgs) -> Result<()> {
     for a in &arrays {
         feed.watch_dev(a.dev)?;
     }
+    for d in &args.device {
+        feed.watch_dev(md_bitmap::trace::record::device_number(d)?)?;
+    }
     eprintln!(
         "md-bitmap: attached {} kprobes and {} tracepoints; watching {}",
         feed.attached.kprobes.len(),
@@ -407,6 +421,8 @@ fn main() -> ExitCode {
         Command::KernelState(a) => run_kernel_state(a),
         Command::Predict(a) => md_bitmap::predict::gather::run(a),
         Command::Serve(a) => stop_on_signals().and_then(|s| md_bitmap::serve::run(a, s)),
+        Command::Record(a) => stop_on_signals().and_then(|s| md_bitmap::trace::record::run(a, &s)),
+        Command::Tune(a) => md_bitmap::tune::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -315,6 +315,9 @@ pub struct Bitmap {
     /// interleaved pairs: start-write touches only the cached copy, which then takes half the
     /// cache.
     bits: [Vec<u64>; 2],
+    /// Chunks whose on-disk bit is set: kept as pages are written, so that trace replay can
+    /// sample it on every page write (checked by `check_consistency`).
+    disk_set: u64,
     /// One bit per word of `cached`: the word may differ from `disk`.
     diff: Vec<u64>,
 
@@ -375,6 +378,7 @@ impl Bitmap {
             pages: vec![CounterPage::default(); counter_pages as usize],
             missing_pages: counter_pages,
             bits: [vec![0; file_words], vec![0; file_words]],
+            disk_set: 0,
             diff: vec![0; file_words.div_ceil(64)],
             attr_dirty: vec![0; attr_words],
             attr_pending: vec![0; attr_words],
@@ -522,7 +526,11 @@ impl Bitmap {
             while m != 0 {
                 let w = dwi * 64 + m.trailing_zeros() as usize;
                 m &= m - 1;
-                self.bits[DISK][w] = self.bits[CACHED][w];
+                let (old, new) = (self.bits[DISK][w], self.bits[CACHED][w]);
+                let mask = self.in_range_mask(w);
+                self.disk_set = self.disk_set + u64::from((new & mask).count_ones())
+                    - u64::from((old & mask).count_ones());
+                self.bits[DISK][w] = new;
             }
         }
         if p == 0 {
@@ -1360,6 +1368,7 @@ impl Bitmap {
         }
         let [cached, disk] = &mut self.bits;
         disk.copy_from_slice(cached);
+        self.disk_set = self.count_bits(DISK);
         self.diff.fill(0);
         self.attr_dirty.fill(0);
         self.attr_pending.fill(0);
@@ -1672,6 +1681,12 @@ impl Bitmap {
         self.pages.len() as u64 - self.missing_pages
     }
 
+    /// Chunks whose on-disk bit is set, O(1) (the same figure as
+    /// [`Summary::disk_dirty_chunks`](super::Summary::disk_dirty_chunks)).
+    pub fn disk_dirty_chunks(&self) -> u64 {
+        self.disk_set
+    }
+
     /// The `/proc/mdstat` bitmap line, as `md_bitmap_status()` prints it (without the newline):
     /// `bitmap: A/B pages [KKB], NKB chunk`.
     pub fn mdstat_line(&self) -> String {
@@ -1850,6 +1865,9 @@ impl Bitmap {
         let missing = self.pages.iter().filter(|p| !p.allocated).count() as u64;
         if missing != self.missing_pages {
             bad.push("missing pages");
+        }
+        if self.disk_set != self.count_bits(DISK) {
+            bad.push("on-disk bit count");
         }
         let mut diff_ok = true;
         for (w, (&cw, &dw)) in self.bits[CACHED].iter().zip(&self.bits[DISK]).enumerate() {

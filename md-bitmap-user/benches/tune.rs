@@ -1,0 +1,121 @@
+//! Chunk-size tuning speed: replay a synthetic 10 M-write trace under 12 chunk sizes (4 KiB …
+//! 8 MiB) and print the throughput in writes × sizes per second.
+//!
+//! `cargo bench -p md-bitmap-user --bench tune` (`TUNE_BENCH_WRITES=N` for another size).
+//! The trace: a 64 GiB raid1, 10 µs between writes (100 s), 4–64 KiB writes, 70 % in
+//! sequential streams and 30 % random, 1 ms latency, the md thread waking into the daemon
+//! every 5 s.
+use std::time::Instant;
+
+use md_bitmap::trace::{Trace, TraceEvent, TraceHeader, TraceLoss};
+use md_bitmap::tune::{DaemonMode, ReplayInput, ReplayOptions, replay_all};
+
+fn header() -> TraceHeader {
+    TraceHeader {
+        array: "bench".into(),
+        level: "raid1".into(),
+        layout: 0,
+        raid_disks: 2,
+        chunk_size_bytes: 0,
+        component_size_kib: 64 << 20,
+        array_sectors: 128 << 20,
+        bitmap_chunk_bytes: 64 << 20,
+        bitmap_sync_sectors: 128 << 20,
+        bitmap_space_sectors: 0,
+        bitmap_location: "+8".into(),
+        daemon_sleep_secs: 5.0,
+        active_members: 2,
+        sync_speed_max_kibs: None,
+        kernel_release: "bench".into(),
+        kernel_variant: "6.12".into(),
+        accounting: "per-bio".into(),
+        initial_dirty: vec![],
+        initial_events: (1, 1),
+        start_ns: 0,
+        daemon_lastrun_jiffies: None,
+        initial_array_state: None,
+    }
+}
+
+fn synthetic(n: u64) -> Trace {
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let sectors_total = 128u64 << 20;
+    let mut streams = [0u64; 8];
+    for s in &mut streams {
+        *s = next() % sectors_total;
+    }
+    let mut events = Vec::with_capacity(n as usize + n as usize / 500_000 + 2);
+    let mut t = 1_000u64;
+    let mut next_daemon = 0u64;
+    for _ in 0..n {
+        t += 10_000;
+        while next_daemon <= t {
+            events.push(TraceEvent::Daemon {
+                t_ns: next_daemon,
+                jiffies: 1_000_000 + next_daemon / 4_000_000,
+            });
+            next_daemon += 5_000_000_000;
+        }
+        let r = next();
+        let len = 8 << (r % 4); // 4, 8, 16, 32 KiB
+        let sector = if r % 10 < 7 {
+            let s = &mut streams[(r >> 8) as usize % streams.len()];
+            let v = *s;
+            *s = (*s + len) % (sectors_total - 64);
+            v
+        } else {
+            (next() % (sectors_total - 64)) & !7
+        };
+        events.push(TraceEvent::Write {
+            t_ns: t,
+            sector,
+            sectors: len,
+            latency_ns: Some(1_000_000),
+        });
+    }
+    Trace {
+        header: header(),
+        events,
+        blocks: 0,
+        loss: TraceLoss::default(),
+    }
+}
+
+fn main() {
+    let n: u64 = std::env::var("TUNE_BENCH_WRITES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000_000);
+    let sizes: Vec<u64> = (12..24).map(|s| 1u64 << s).collect();
+    let t0 = Instant::now();
+    let trace = synthetic(n);
+    let input = ReplayInput::new(&trace).expect("valid trace");
+    drop(trace);
+    let prep = t0.elapsed().as_secs_f64();
+    let opts = ReplayOptions {
+        daemon: DaemonMode::Recorded,
+        resync_bytes_per_sec: 200e6,
+    };
+    let t1 = Instant::now();
+    let res = replay_all(&input, &sizes, &opts, None).expect("replay");
+    let secs = t1.elapsed().as_secs_f64();
+    let rate = n as f64 * sizes.len() as f64 / secs;
+    println!(
+        "tune bench: {n} writes x {} chunk sizes on {} threads: replay {secs:.2} s = {:.1} M writes x sizes/s (trace mapping {prep:.2} s once)",
+        sizes.len(),
+        rayon::current_num_threads(),
+        rate / 1e6
+    );
+    for r in &res {
+        println!(
+            "  {:>9} B: bits set {:>9}, page writes {:>9}, dirty avg {:>12.0} B, peak memory {:>10} B",
+            r.chunk_bytes, r.bits_set, r.page_writes_total, r.dirty_mean_bytes, r.memory_peak_bytes
+        );
+    }
+}

@@ -1,0 +1,583 @@
+//! Replaying a write trace through the engine under one bitmap chunk size.
+//!
+//! The trace's array writes go through [`ArrayMap::write_calls`] once (the mapping does not
+//! depend on the bitmap chunk size) into a time-ordered list of kernel calls
+//! ([`ReplayInput`]); each chunk size then runs that list through a fresh [`Bitmap`]:
+//!
+//! * a write's start-writes, then `unplug` (the personality writes DIRTY bitmap pages before
+//!   the data: raid1 `flush_bio_list()`/`raid1_prepare_flush_writes()`, raid10 likewise,
+//!   raid5 `raid5d()`/`handle_active_stripes()` → `md_bitmap_unplug()`) at the recorded unplug
+//!   calls (so concurrent writes share a page write as in the kernel), or right after the
+//!   start-writes if the trace has none;
+//! * its end-writes at queue time + latency (`close_write()` / `handle_stripe_clean_event()`;
+//!   a write whose completion was not recorded gets the median recorded latency);
+//! * the bitmap superblock updates the kernel made (`md_bitmap_update_sb()`, recorded), with
+//!   `mddev->events` following `md_update_sb()` for clean/dirty transitions (up when the array
+//!   goes dirty, back down when it goes clean), which makes end-writes set `need_sync` and the
+//!   daemon write `events_cleared` as the kernel does;
+//! * the daemon (`md_bitmap_daemon_work()` / `bitmap_daemon_work()`), run from the md thread:
+//!   at every recorded wake-up of the thread into the daemon (their jiffies decide whether
+//!   `daemon_sleep` has passed, as the kernel's `time_before()` does), and by the thread's own
+//!   timeout (`md_thread()` sleeps `thread->timeout` = `daemon_sleep` while the bitmap is not
+//!   all clean) when no recorded wake-up comes, which a chunk size other than the recorded one
+//!   can need. A trace without daemon events (or [`DaemonMode::Modelled`]) wakes the thread at
+//!   every write and at its timeout, in nanoseconds.
+use std::collections::HashMap;
+
+use anyhow::{Context, Result, bail};
+
+use crate::engine::mapping::{Accounting, ArrayGeometry, ArrayMap, CallOptions};
+use crate::engine::{Bitmap, BitmapConfig, BitmapGeometry, KERNEL_PAGE_SIZE, KernelVariant};
+use crate::trace::{Trace, TraceEvent, TraceHeader};
+
+/// Size of the kernel's `struct bitmap_page` (a `char *map` and two 32-bit bitfield words)
+/// on 64-bit kernels: the per-counter-page array `md_bitmap_resize()` allocates up front.
+pub const BITMAP_PAGE_STRUCT_BYTES: u64 = 16;
+
+/// How the md thread's wake-ups into the daemon are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DaemonMode {
+    /// The recorded wake-ups (jiffies) plus the thread's timeout; falls back to `modelled`
+    /// when the trace has none.
+    Recorded,
+    /// Wake-ups at every write and at the thread's timeout (nanoseconds).
+    Modelled,
+}
+
+/// One call in the replay, in time order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Start-writes of calls `calls[a..b]`, then unplug.
+    Start { a: u32, b: u32 },
+    /// End-writes of calls `calls[a..b]`.
+    End { a: u32, b: u32 },
+    /// A recorded wake-up into the daemon, at these jiffies.
+    Daemon { jiffies: u64 },
+    /// A recorded bitmap superblock update.
+    UpdateSb,
+    /// A recorded bitmap unplug.
+    Unplug,
+}
+
+/// A trace mapped to kernel calls, shared by every chunk size.
+#[derive(Clone, Debug)]
+pub struct ReplayInput {
+    /// The trace's header.
+    pub header: TraceHeader,
+    pub(crate) variant: KernelVariant,
+    /// `(offset, sectors)` of every start-/end-write call.
+    pub(crate) calls: Vec<(u64, u32)>,
+    /// `(t_ns, step)`, sorted by time (stable: a write's start precedes its end).
+    pub(crate) steps: Vec<(u64, Step)>,
+    /// Array writes replayed.
+    pub writes: u64,
+    /// Writes whose latency was not recorded.
+    pub writes_without_latency: u64,
+    /// First and last event time, ns.
+    pub span_ns: (u64, u64),
+    /// Jiffies per second, from the recorded daemon events (`None` without them).
+    pub hz: Option<u64>,
+    /// Daemon sleep in ns.
+    pub sleep_ns: u64,
+    /// Daemon sleep in jiffies (if `hz` is known).
+    pub sleep_jiffies: Option<u64>,
+    /// Initial on-disk dirty ranges, in sectors of bitmap space.
+    pub(crate) initial_dirty_sectors: Vec<(u64, u64)>,
+    /// Sectors the bitmap covers.
+    pub sync_sectors: u64,
+    /// The trace has the kernel's unplug calls (else each write unplugs at once).
+    pub has_unplug: bool,
+}
+
+/// The engine variant named in a trace header.
+pub fn variant_from_name(s: &str) -> Result<KernelVariant> {
+    Ok(match s {
+        "6.1" => KernelVariant::V6_1,
+        "6.6-backport" => KernelVariant::V6_6_BACKPORT,
+        "6.12" => KernelVariant::V6_12,
+        "6.14" => KernelVariant::V6_14,
+        _ => bail!("unknown kernel variant {s:?} in the trace header"),
+    })
+}
+
+/// The name [`variant_from_name`] reads.
+pub fn variant_name(v: KernelVariant) -> &'static str {
+    if v == KernelVariant::V6_1 {
+        "6.1"
+    } else if v == KernelVariant::V6_6_BACKPORT {
+        "6.6-backport"
+    } else if v == KernelVariant::V6_12 {
+        "6.12"
+    } else {
+        "6.14"
+    }
+}
+
+/// Jiffies per second estimated from `(ns, jiffies)` pairs: the nearest usual `CONFIG_HZ`.
+fn estimate_hz(pairs: &[(u64, u64)]) -> Option<u64> {
+    let (&(t0, j0), &(t1, j1)) = (pairs.first()?, pairs.last()?);
+    let dt = t1.checked_sub(t0)?;
+    if dt < 2_000_000_000 {
+        return None;
+    }
+    let rate = j1.wrapping_sub(j0) as f64 * 1e9 / dt as f64;
+    [100u64, 250, 300, 1000]
+        .into_iter()
+        .min_by(|a, b| {
+            (*a as f64 - rate)
+                .abs()
+                .partial_cmp(&(*b as f64 - rate).abs())
+                .expect("finite")
+        })
+        .filter(|hz| (*hz as f64 - rate).abs() < *hz as f64 * 0.1)
+}
+
+impl ReplayInput {
+    /// Maps every write of `trace` to the kernel's bitmap calls.
+    pub fn new(trace: &Trace) -> Result<Self> {
+        let h = &trace.header;
+        let geo = ArrayGeometry::from_sysfs(
+            &h.level,
+            h.layout,
+            h.raid_disks,
+            h.chunk_size_bytes,
+            h.component_size_kib,
+        )
+        .map_err(|e| anyhow::anyhow!("trace geometry: {e}"))?;
+        let map = ArrayMap::new(geo).map_err(|e| anyhow::anyhow!("trace geometry: {e}"))?;
+        let variant = variant_from_name(&h.kernel_variant)?;
+        let accounting = match h.accounting.as_str() {
+            "per-bio" => Accounting::PerBio,
+            "per-stripe" => Accounting::PerStripe,
+            a => bail!("unknown accounting {a:?} in the trace header"),
+        };
+        let opts = CallOptions::new(accounting);
+        if h.bitmap_sync_sectors == 0 {
+            bail!("the trace header has no bitmap size");
+        }
+        let mut lat: Vec<u64> = trace
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                TraceEvent::Write { latency_ns, .. } => *latency_ns,
+                _ => None,
+            })
+            .collect();
+        lat.sort_unstable();
+        let default_latency = lat.get(lat.len() / 2).copied().unwrap_or(1_000_000);
+        let mut calls = Vec::new();
+        let mut steps = Vec::with_capacity(trace.events.len() * 2);
+        let mut daemon_pairs = Vec::new();
+        let (mut writes, mut no_lat) = (0u64, 0u64);
+        let mut has_unplug = false;
+        for ev in &trace.events {
+            match *ev {
+                TraceEvent::Write {
+                    t_ns,
+                    sector,
+                    sectors,
+                    latency_ns,
+                } => {
+                    let a = calls.len() as u32;
+                    for c in map.write_calls(sector, sectors, &opts) {
+                        let s = u32::try_from(c.sectors).context("a write call over 2 TiB")?;
+                        calls.push((c.offset, s));
+                    }
+                    let b = calls.len() as u32;
+                    writes += 1;
+                    if a == b {
+                        continue;
+                    }
+                    let l = latency_ns.unwrap_or_else(|| {
+                        no_lat += 1;
+                        default_latency
+                    });
+                    steps.push((t_ns, Step::Start { a, b }));
+                    steps.push((t_ns.saturating_add(l), Step::End { a, b }));
+                }
+                TraceEvent::Daemon { t_ns, jiffies } => {
+                    daemon_pairs.push((t_ns, jiffies));
+                    steps.push((t_ns, Step::Daemon { jiffies }));
+                }
+                TraceEvent::UpdateSb { t_ns } => steps.push((t_ns, Step::UpdateSb)),
+                TraceEvent::Unplug { t_ns } => {
+                    has_unplug = true;
+                    steps.push((t_ns, Step::Unplug));
+                }
+            }
+        }
+        steps.sort_by_key(|s| s.0);
+        let span_ns = (
+            trace.events.first().map_or(0, |e| e.t_ns()),
+            trace.events.last().map_or(0, |e| e.t_ns()),
+        );
+        let hz = estimate_hz(&daemon_pairs).or(if daemon_pairs.is_empty() {
+            None
+        } else {
+            // Too short to measure: Debian's (and most distributions') CONFIG_HZ.
+            Some(250)
+        });
+        let sleep_ns = (h.daemon_sleep_secs * 1e9).round() as u64;
+        let sleep_jiffies = hz.map(|hz| (h.daemon_sleep_secs * hz as f64).round() as u64);
+        let cs = h.bitmap_chunk_bytes / 512;
+        let initial_dirty_sectors = h
+            .initial_dirty
+            .iter()
+            .map(|&(a, b)| (a * cs, (b * cs).min(h.bitmap_sync_sectors)))
+            .collect();
+        Ok(Self {
+            header: h.clone(),
+            variant,
+            calls,
+            steps,
+            writes,
+            writes_without_latency: no_lat,
+            span_ns,
+            hz,
+            sleep_ns: sleep_ns.max(1),
+            sleep_jiffies: sleep_jiffies.map(|s| s.max(1)),
+            initial_dirty_sectors,
+            sync_sectors: h.bitmap_sync_sectors,
+            has_unplug,
+        })
+    }
+
+    /// Drops every call at or after `t_ns` (CLOCK_MONOTONIC): the replay then ends in the
+    /// state the kernel had at that instant (writes queued before it and completing after it
+    /// stay in flight).
+    pub fn until(mut self, t_ns: u64) -> Self {
+        self.steps.retain(|s| s.0 < t_ns);
+        self.span_ns.1 = self.span_ns.1.min(t_ns);
+        self.writes = self
+            .steps
+            .iter()
+            .filter(|s| matches!(s.1, Step::Start { .. }))
+            .count() as u64;
+        self
+    }
+
+    /// Whether the trace carries the md thread's wake-ups into the daemon.
+    pub fn has_daemon_events(&self) -> bool {
+        self.sleep_jiffies.is_some()
+    }
+}
+
+/// What one chunk size did over the trace.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct SizeResult {
+    /// Bitmap chunk size, bytes.
+    pub chunk_bytes: u64,
+    /// The size in use when the trace was recorded.
+    pub in_use: bool,
+    /// Bitmap chunks (bits).
+    pub chunks: u64,
+    /// Bits set by start-write (a clean chunk written): each is a synchronous bitmap update
+    /// that the data write waits for.
+    pub bits_set: u64,
+    /// Unplugs that wrote pages (synchronous waits of the writer).
+    pub sync_waits: u64,
+    /// Bitmap page writes for setting and clearing bits (unplug + daemon), per member.
+    pub page_writes: u64,
+    /// All bitmap page writes, superblock updates included, per member.
+    pub page_writes_total: u64,
+    /// `page_writes_total` per second of trace.
+    pub page_writes_per_sec: f64,
+    /// Dirty bytes on disk (chunks × chunk size, bitmap space), time-weighted mean.
+    pub dirty_mean_bytes: f64,
+    /// 99th percentile (by time).
+    pub dirty_p99_bytes: u64,
+    /// Maximum.
+    pub dirty_max_bytes: u64,
+    /// Predicted bytes a crash at a random moment would resync (mean dirty bytes).
+    pub resync_mean_bytes: f64,
+    /// Predicted resync bytes for a crash at the worst moment.
+    pub resync_max_bytes: u64,
+    /// Predicted resync seconds (mean).
+    pub resync_mean_secs: f64,
+    /// Predicted resync seconds (worst).
+    pub resync_max_secs: f64,
+    /// Kernel memory the bitmap always holds: the file pages (`storage.filemap`) and the
+    /// `struct bitmap_page` array.
+    pub memory_static_bytes: u64,
+    /// Plus the most counter pages allocated at once.
+    pub memory_peak_bytes: u64,
+    /// Daemon passes that ran.
+    pub daemon_passes: u64,
+    /// On-disk dirty chunk ranges at the end of the trace.
+    pub end_dirty: Vec<(u64, u64)>,
+    /// Engine anomalies (unbalanced calls), all zero for a consistent trace.
+    pub anomalies: u64,
+}
+
+/// Options for a replay.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplayOptions {
+    /// Daemon wake-ups.
+    pub daemon: DaemonMode,
+    /// Resync speed for the duration model, bytes/s.
+    pub resync_bytes_per_sec: f64,
+}
+
+/// Bitmap memory of a geometry as the kernel allocates it (`md_bitmap_resize()`): file pages
+/// of `PAGE_SIZE` and one `struct bitmap_page` per counter page.
+pub fn static_memory(geo: &BitmapGeometry) -> u64 {
+    geo.file_pages() * KERNEL_PAGE_SIZE + geo.counter_pages() * BITMAP_PAGE_STRUCT_BYTES
+}
+
+/// Time-weighted samples of the on-disk dirty chunk count.
+struct DirtyTimeline {
+    last_t: u64,
+    last_v: u64,
+    hist: HashMap<u64, u64>,
+    max: u64,
+}
+
+impl DirtyTimeline {
+    fn new(t: u64, v: u64) -> Self {
+        Self {
+            last_t: t,
+            last_v: v,
+            hist: HashMap::new(),
+            max: v,
+        }
+    }
+    #[inline]
+    fn set(&mut self, t: u64, v: u64) {
+        if v == self.last_v {
+            return;
+        }
+        let dt = t.saturating_sub(self.last_t);
+        if dt > 0 {
+            *self.hist.entry(self.last_v).or_default() += dt;
+        }
+        self.last_t = self.last_t.max(t);
+        self.last_v = v;
+        self.max = self.max.max(v);
+    }
+    /// (mean, p99, max) over `[start, end]`.
+    fn finish(mut self, end: u64) -> (f64, u64, u64) {
+        let dt = end.saturating_sub(self.last_t);
+        *self.hist.entry(self.last_v).or_default() += dt.max(1);
+        let mut v: Vec<(u64, u64)> = std::mem::take(&mut self.hist).into_iter().collect();
+        v.sort_unstable();
+        let total: u64 = v.iter().map(|x| x.1).sum();
+        let mean = v.iter().map(|&(a, w)| a as f64 * w as f64).sum::<f64>() / total as f64;
+        let target = (total as f64 * 0.99).ceil() as u64;
+        let mut acc = 0;
+        let mut p99 = 0;
+        for (a, w) in v {
+            acc += w;
+            p99 = a;
+            if acc >= target {
+                break;
+            }
+        }
+        (mean, p99, self.max)
+    }
+}
+
+/// Replays `input` with a bitmap of `chunk_bytes` chunks.
+pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Result<SizeResult> {
+    let geo = BitmapGeometry::new(chunk_bytes, input.sync_sectors)
+        .map_err(|e| anyhow::anyhow!("chunk size {chunk_bytes}: {e:?}"))?;
+    let shift = geo.chunkshift();
+    let recorded = opts.daemon == DaemonMode::Recorded && input.has_daemon_events();
+    // Engine time: jiffies with recorded wake-ups, else nanoseconds.
+    let (sleep, hz) = match (recorded, input.sleep_jiffies, input.hz) {
+        (true, Some(s), Some(hz)) => (s, hz),
+        _ => (input.sleep_ns, 1_000_000_000),
+    };
+    let (t0, t_end) = input.span_ns;
+    // Jiffies at ns `t`, from the nearest earlier recorded wake-up (the first one before it).
+    let first = input.steps.iter().find_map(|s| match s.1 {
+        Step::Daemon { jiffies } => Some((s.0, jiffies)),
+        _ => None,
+    });
+    let mut ref_pt: Option<(u64, u64)> = first;
+    let to_time = |t: u64, r: Option<(u64, u64)>| -> u64 {
+        let Some((rt, rj)) = r else { return t };
+        let j = |d: u64| (d as u128 * u128::from(hz) / 1_000_000_000) as u64;
+        if t >= rt {
+            rj.wrapping_add(j(t - rt))
+        } else {
+            rj.wrapping_sub(j(rt - t))
+        }
+    };
+    // `daemon_lastrun` when recording started, if the recorder read it; else as if the first
+    // recorded wake-up found the daemon due.
+    let start_time = match (recorded, input.header.daemon_lastrun_jiffies, first) {
+        (true, Some(j), _) => j,
+        (true, None, Some((_, j))) => j.wrapping_sub(sleep),
+        _ => t0,
+    };
+    let mut bm = Bitmap::new(geo, BitmapConfig::new(input.variant, sleep), start_time);
+    if !input.initial_dirty_sectors.is_empty() {
+        let mut bits = vec![0u8; geo.chunks().div_ceil(8) as usize];
+        for &(a, b) in &input.initial_dirty_sectors {
+            if b > a {
+                for c in (a >> shift)..=((b - 1) >> shift) {
+                    bits[(c / 8) as usize] |= 1 << (c % 8);
+                }
+            }
+        }
+        let (ec, ev) = input.header.initial_events;
+        bm.seed_from_disk(&bits, ev, ec);
+    } else {
+        let (ec, ev) = input.header.initial_events;
+        bm.set_events(ev.max(ec));
+    }
+    let mut timeline = DirtyTimeline::new(t0, bm.disk_dirty_chunks());
+    // `mddev->events` across superblock updates (see `Step::UpdateSb` below).
+    let mut events = bm.events();
+    let mut in_sync = input
+        .header
+        .initial_array_state
+        .as_deref()
+        .is_none_or(|s| s == "clean");
+    let mut can_decrease_events = false;
+    let mut bits_set = 0u64;
+    let mut max_alloc = bm.allocated_pages();
+    // The md thread's last wake-up (ns) and whether its timeout is pending.
+    let mut last_wake = t0;
+    let slack = if recorded { 100_000_000 } else { 0 };
+    let chunks = geo.chunks();
+
+    macro_rules! after_write_pages {
+        ($t:expr) => {{
+            timeline.set($t, bm.disk_dirty_chunks());
+            max_alloc = max_alloc.max(bm.allocated_pages());
+        }};
+    }
+
+    for &(t, step) in &input.steps {
+        // Timer wake-ups of the md thread due before this step.
+        while bm.daemon_timeout().is_some() {
+            let due = last_wake.saturating_add(input.sleep_ns + slack);
+            if due > t {
+                break;
+            }
+            let now = if recorded {
+                let j = to_time(due, ref_pt);
+                // A timer wake-up comes when the daemon is due (the thread's timeout is
+                // `daemon_sleep` from its last run).
+                if crate::engine::time_before(j, bm.next_daemon_due()) {
+                    bm.next_daemon_due()
+                } else {
+                    j
+                }
+            } else {
+                due
+            };
+            last_wake = due;
+            let out = bm.daemon_work(now);
+            if out.pass().is_some_and(|p| p.pages_written > 0) {
+                after_write_pages!(due);
+            }
+        }
+        match step {
+            Step::Start { a, b } => {
+                if !recorded {
+                    // The write wakes the md thread (modelled mode).
+                    last_wake = t;
+                    let out = bm.daemon_work(t);
+                    if out.pass().is_some_and(|p| p.pages_written > 0) {
+                        after_write_pages!(t);
+                    }
+                }
+                for &(off, n) in &input.calls[a as usize..b as usize] {
+                    let n = u64::from(n);
+                    if n > 0 {
+                        let lo = off >> shift;
+                        let hi = ((off + n - 1) >> shift).min(chunks.saturating_sub(1));
+                        for c in lo..=hi {
+                            bits_set += u64::from(bm.counter(c).raw() == 0);
+                        }
+                    }
+                    bm.start_write(off, n, false);
+                }
+                if !input.has_unplug && bm.unplug() > 0 {
+                    after_write_pages!(t);
+                }
+            }
+            Step::Unplug => {
+                if bm.unplug() > 0 {
+                    after_write_pages!(t);
+                }
+            }
+            Step::End { a, b } => {
+                for &(off, n) in &input.calls[a as usize..b as usize] {
+                    bm.end_write(off, u64::from(n), true, false, false);
+                }
+            }
+            Step::Daemon { jiffies } => {
+                if recorded {
+                    ref_pt = Some((t, jiffies));
+                    last_wake = t;
+                    let out = bm.daemon_work(jiffies);
+                    if out.pass().is_some_and(|p| p.pages_written > 0) {
+                        after_write_pages!(t);
+                    }
+                }
+            }
+            Step::UpdateSb => {
+                // md_update_sb() around a recorded bitmap superblock update: under a write
+                // workload these are the clean <-> dirty transitions (md_write_start() and
+                // the safe-mode timer), where `mddev->events` goes up on the way to dirty and
+                // back down on the way to clean when it may (`can_decrease_events`).
+                if in_sync {
+                    events += 1;
+                    can_decrease_events = true;
+                } else if can_decrease_events && events != 1 {
+                    events -= 1;
+                    can_decrease_events = false;
+                } else {
+                    events += 1;
+                    can_decrease_events = true;
+                }
+                in_sync = !in_sync;
+                bm.set_events(events);
+                bm.update_sb();
+                after_write_pages!(t);
+            }
+        }
+    }
+    let writes = bm.page_writes();
+    let span_s = (t_end.saturating_sub(t0) as f64 / 1e9).max(1e-9);
+    let (mean_c, p99_c, max_c) = timeline.finish(t_end);
+    let memory_static = static_memory(&geo);
+    let cb = chunk_bytes as f64;
+    Ok(SizeResult {
+        chunk_bytes,
+        in_use: chunk_bytes == input.header.bitmap_chunk_bytes,
+        chunks,
+        bits_set,
+        sync_waits: writes.unplug_batches,
+        page_writes: writes.bit_traffic(),
+        page_writes_total: writes.total(),
+        page_writes_per_sec: writes.total() as f64 / span_s,
+        dirty_mean_bytes: mean_c * cb,
+        dirty_p99_bytes: p99_c * chunk_bytes,
+        dirty_max_bytes: max_c * chunk_bytes,
+        resync_mean_bytes: mean_c * cb,
+        resync_max_bytes: max_c * chunk_bytes,
+        resync_mean_secs: mean_c * cb / opts.resync_bytes_per_sec,
+        resync_max_secs: (max_c * chunk_bytes) as f64 / opts.resync_bytes_per_sec,
+        memory_static_bytes: memory_static,
+        memory_peak_bytes: memory_static + max_alloc * KERNEL_PAGE_SIZE,
+        daemon_passes: bm.daemon_passes(),
+        end_dirty: bm
+            .disk_dirty_ranges()
+            .into_iter()
+            .map(|r| (r.start, r.end))
+            .collect(),
+        anomalies: {
+            let a = bm.anomalies();
+            a.end_write_underflow
+                + a.end_write_unallocated
+                + a.beyond_last_page
+                + a.beyond_chunks
+                + a.behind_underflow
+        },
+    })
+}

@@ -1,0 +1,238 @@
+use super::*;
+use crate::engine::{Bitmap, BitmapConfig, BitmapGeometry, KernelVariant};
+use crate::trace::{Trace, TraceEvent, TraceHeader, TraceLoss};
+
+const SEC: u64 = 1_000_000_000;
+const HZ: u64 = 250;
+
+fn header(chunk: u64) -> TraceHeader {
+    TraceHeader {
+        array: "md0".into(),
+        level: "raid1".into(),
+        layout: 0,
+        raid_disks: 2,
+        chunk_size_bytes: 0,
+        component_size_kib: 64 << 10, // 64 MiB
+        array_sectors: 128 << 10,
+        bitmap_chunk_bytes: chunk,
+        bitmap_sync_sectors: 128 << 10,
+        bitmap_space_sectors: 8,
+        bitmap_location: "+8".into(),
+        daemon_sleep_secs: 5.0,
+        active_members: 2,
+        sync_speed_max_kibs: Some(1024),
+        kernel_release: "test".into(),
+        kernel_variant: "6.12".into(),
+        accounting: "per-bio".into(),
+        initial_dirty: vec![],
+        initial_events: (1, 1),
+        start_ns: 0,
+        daemon_lastrun_jiffies: None,
+        initial_array_state: None,
+    }
+}
+
+/// The md thread waking into the daemon every 5 s (as jiffies at 250 Hz) from `from` to `to`.
+fn daemon_events(from: u64, to: u64) -> Vec<TraceEvent> {
+    (from..=to)
+        .step_by(5)
+        .map(|s| TraceEvent::Daemon {
+            t_ns: s * SEC + 1,
+            jiffies: 1_000_000 + s * HZ,
+        })
+        .collect()
+}
+
+fn trace(chunk: u64, mut events: Vec<TraceEvent>) -> Trace {
+    events.sort_by_key(|e| e.t_ns());
+    Trace {
+        header: header(chunk),
+        events,
+        blocks: 1,
+        loss: TraceLoss::default(),
+    }
+}
+
+fn write(t_ns: u64, sector: u64, sectors: u64) -> TraceEvent {
+    TraceEvent::Write {
+        t_ns,
+        sector,
+        sectors,
+        latency_ns: Some(1_000_000),
+    }
+}
+
+fn opts() -> ReplayOptions {
+    ReplayOptions {
+        daemon: DaemonMode::Recorded,
+        resync_bytes_per_sec: 1024.0 * 1024.0,
+    }
+}
+
+#[test]
+fn sizes_parse_and_print() {
+    assert_eq!(parse_size("64K"), Ok(64 << 10));
+    assert_eq!(parse_size("1m"), Ok(1 << 20));
+    assert_eq!(parse_size("4096"), Ok(4096));
+    assert!(parse_size("x").is_err());
+    assert!(parse_size("0").is_err());
+    assert_eq!(human(64 << 20), "64M");
+    assert_eq!(human(4096), "4K");
+    assert_eq!(
+        mdadm_commands("md0", 128 << 20),
+        [
+            "mdadm --grow /dev/md0 --bitmap=none",
+            "mdadm --grow /dev/md0 --bitmap=internal --bitmap-chunk=128M"
+        ]
+    );
+}
+
+#[test]
+fn candidates_respect_the_bitmap_space() {
+    // 64 MiB array, 4 KiB of bitmap space (8 sectors): 4 KiB chunks need 2 KiB of bits + sb.
+    let c = default_candidates(128 << 10, 8, 64 << 10);
+    assert_eq!(c.first(), Some(&4096));
+    assert_eq!(c.last(), Some(&(64 << 20)));
+    assert_eq!(c.len(), 15);
+    // 1 sector of space: 256 bytes sb + 256 bytes of bits = 2048 chunks at most → 32 KiB.
+    assert!(!fits(16 << 10, 128 << 10, 1));
+    assert!(fits(32 << 10, 128 << 10, 1));
+    assert_eq!(
+        default_candidates(128 << 10, 1, 0).first(),
+        Some(&(32 << 10))
+    );
+    // The size in use is added when it is not a default candidate (below 4 KiB).
+    assert!(default_candidates(128 << 10, 0, 2048).contains(&2048));
+}
+
+#[test]
+fn replay_sets_and_clears_bits_as_the_kernel_does() {
+    // Writes to chunks 0 and 5 (64 KiB chunks = 128 sectors) at t=1 s; daemon wake-ups every
+    // 5 s until 30 s: both bits are set once, cleared 2-3 passes later.
+    let mut ev = vec![write(SEC, 0, 8), write(SEC + 10, 5 * 128, 8)];
+    ev.extend(daemon_events(0, 30));
+    let input = ReplayInput::new(&trace(64 << 10, ev)).unwrap();
+    assert!(input.has_daemon_events());
+    assert_eq!(input.hz, Some(250));
+    let r = replay(&input, 64 << 10, &opts()).unwrap();
+    assert!(r.in_use);
+    assert_eq!(r.bits_set, 2);
+    assert_eq!(r.sync_waits, 2);
+    assert!(r.end_dirty.is_empty(), "{:?}", r.end_dirty);
+    assert_eq!(r.dirty_max_bytes, 2 * (64 << 10));
+    assert_eq!(r.anomalies, 0);
+    // Two unplug writes of page 0 (one per write), then the daemon's writes of the cleared bits.
+    assert!(r.page_writes >= 3, "{r:?}");
+    // With 1 MiB chunks both writes fall in chunk 0: one bit.
+    let r1 = replay(&input, 1 << 20, &opts()).unwrap();
+    assert_eq!(r1.bits_set, 1);
+    assert_eq!(r1.dirty_max_bytes, 1 << 20);
+}
+
+#[test]
+fn end_of_trace_dirty_set_matches_a_hand_driven_engine() {
+    // Writes at 1 s and 22 s; the trace ends at 25 s with the second chunk still dirty.
+    let mut ev = vec![write(SEC, 0, 8), write(22 * SEC, 300, 8)];
+    ev.extend(daemon_events(0, 25));
+    let input = ReplayInput::new(&trace(64 << 10, ev)).unwrap();
+    let r = replay(&input, 64 << 10, &opts()).unwrap();
+
+    let geo = BitmapGeometry::new(64 << 10, 128 << 10).unwrap();
+    let mut bm = Bitmap::new(
+        geo,
+        BitmapConfig::new(KernelVariant::V6_12, 5 * HZ),
+        1_000_000,
+    );
+    bm.set_events(1);
+    bm.start_write(0, 8, false);
+    bm.unplug();
+    bm.end_write(0, 8, true, false, false);
+    for s in (5..=20).step_by(5) {
+        bm.daemon_work(1_000_000 + s * HZ);
+    }
+    bm.start_write(300, 8, false);
+    bm.unplug();
+    bm.end_write(300, 8, true, false, false);
+    bm.daemon_work(1_000_000 + 25 * HZ);
+    let want: Vec<(u64, u64)> = bm
+        .disk_dirty_ranges()
+        .into_iter()
+        .map(|r| (r.start, r.end))
+        .collect();
+    assert_eq!(want, vec![(2, 3)]);
+    assert_eq!(r.end_dirty, want);
+    assert_eq!(r.page_writes_total, bm.page_writes().total());
+}
+
+#[test]
+fn smaller_chunks_trade_page_writes_for_resync() {
+    // A sequential stream of 4 KiB writes over 8 MiB, daemon every 5 s, 60 s of trace.
+    let mut ev: Vec<TraceEvent> = (0..2048u64)
+        .map(|i| write(SEC + i * 10_000_000, i * 8, 8))
+        .collect();
+    ev.extend(daemon_events(0, 60));
+    let input = ReplayInput::new(&trace(64 << 10, ev)).unwrap();
+    let sizes = [4096, 64 << 10, 1 << 20, 16 << 20];
+    let res = replay_all(&input, &sizes, &opts(), None).unwrap();
+    for w in res.windows(2) {
+        assert!(w[0].bits_set > w[1].bits_set, "{:?}", w);
+        assert!(w[0].page_writes_total >= w[1].page_writes_total);
+    }
+    // The largest chunk has the biggest dirty footprint at its worst.
+    assert!(res[3].dirty_max_bytes > res[0].dirty_max_bytes);
+    assert_eq!(res[0].bits_set, 2048);
+    assert_eq!(res[1].bits_set, 128);
+    let i = recommend(&res, Objective::MinOverhead).unwrap();
+    assert_eq!(res[i].chunk_bytes, 16 << 20);
+    let i = recommend(&res, Objective::MinResync).unwrap();
+    assert_eq!(res[i].chunk_bytes, 4096);
+    let b = recommend(&res, Objective::Balanced).unwrap();
+    assert!(b < res.len());
+    // Memory grows as chunks shrink.
+    assert!(res[0].memory_static_bytes >= res[3].memory_static_bytes);
+}
+
+#[test]
+fn modelled_daemon_cleans_without_recorded_wakeups() {
+    let ev = vec![write(SEC, 0, 8), write(40 * SEC, 1 << 10, 8)];
+    let input = ReplayInput::new(&trace(64 << 10, ev)).unwrap();
+    assert!(!input.has_daemon_events());
+    let o = ReplayOptions {
+        daemon: DaemonMode::Modelled,
+        ..opts()
+    };
+    let r = replay(&input, 64 << 10, &o).unwrap();
+    // The first chunk was cleaned by timer wake-ups; the second is still dirty at the end.
+    assert_eq!(r.end_dirty, vec![(8, 9)]);
+    assert!(r.daemon_passes >= 3);
+}
+
+#[test]
+fn svg_and_table_render() {
+    let mut ev: Vec<TraceEvent> = (0..64u64)
+        .map(|i| write(SEC + i * SEC / 10, i * 64, 8))
+        .collect();
+    ev.extend(daemon_events(0, 20));
+    let input = ReplayInput::new(&trace(64 << 10, ev)).unwrap();
+    let res = replay_all(&input, &[4096, 64 << 10, 1 << 20], &opts(), None).unwrap();
+    let rep = TuneReport {
+        array: "md0".into(),
+        kernel_release: "t".into(),
+        writes: input.writes,
+        writes_without_latency: 0,
+        span_secs: 20.0,
+        trace_loss: TraceLoss::default(),
+        daemon: DaemonMode::Recorded,
+        resync_bytes_per_sec: 1e6,
+        objective: Objective::Balanced,
+        recommended_chunk_bytes: 1 << 20,
+        commands: mdadm_commands("md0", 1 << 20),
+        results: res,
+    };
+    let svg = svg::tradeoff_svg(&rep);
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<polyline").count(), 2);
+    let t = render_table(&rep);
+    assert!(t.contains("--bitmap-chunk=1M"), "{t}");
+    assert!(t.contains(" *"), "{t}");
+}
