@@ -10,3 +10,4 @@ pub mod inspect;
 pub mod mirror;
 pub mod ondisk;
 pub mod sysfs;
+pub mod tui;

@@ -12,7 +12,7 @@ use md_bitmap::sysfs::Sysfs;
 #[command(name = "md-bitmap", version, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -37,6 +37,9 @@ enum Command {
     /// Read md's own in-memory bitmap counters of an array from kernel memory (through BPF, with
     /// offsets from md_mod's BTF) and print them as JSON. A debugging oracle; needs root.
     KernelState(KernelStateArgs),
+    /// The terminal view: every array's bitmap as a heatmap with counts and feed health (also
+    /// what `md-bitmap` alone starts on a terminal).
+    Tui(md_bitmap::tui::TuiArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -375,7 +378,16 @@ fn run_events(args: &EventsArgs) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let r = match &cli.command {
+    let Some(command) = &cli.command else {
+        // No subcommand: the TUI on a terminal, the help elsewhere.
+        use std::io::IsTerminal;
+        if std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
+            return exit_code(md_bitmap::tui::run(&Default::default()));
+        }
+        let _ = <Cli as clap::CommandFactory>::command().print_help();
+        return ExitCode::SUCCESS;
+    };
+    exit_code(match command {
         Command::Events(a) => run_events(a),
         Command::Abi => run_abi(),
         Command::Inspect(a) => md_bitmap::inspect::run(a),
@@ -383,7 +395,11 @@ fn main() -> ExitCode {
         Command::Watch(a) => run_watch(a),
         Command::Verify(a) => run_verify(a),
         Command::KernelState(a) => run_kernel_state(a),
-    };
+        Command::Tui(a) => md_bitmap::tui::run(a),
+    })
+}
+
+fn exit_code(r: Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
