@@ -117,10 +117,8 @@ impl Source {
 
     /// New views (carrying intensity over from `prev`) and the matching snapshot.
     pub fn sample(&mut self, prev: Vec<ArrayView>, dt: f64) -> Result<(Vec<ArrayView>, Snapshot)> {
-        let mut prev: std::collections::HashMap<String, ArrayView> = prev
-            .into_iter()
-            .map(|v| (v.snap.name.clone(), v))
-            .collect();
+        let mut prev: std::collections::HashMap<String, ArrayView> =
+            prev.into_iter().map(|v| (v.snap.name.clone(), v)).collect();
         match self {
             Source::Live(agent) => {
                 let now = monotonic_ns();

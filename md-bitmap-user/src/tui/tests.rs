@@ -53,6 +53,7 @@ fn fixture() -> ArrayView {
     s.counts.resync_chunks = 1;
     let mut v = ArrayView::update(None, s, 0.5);
     v.resync_ranges = vec![[200, 201]];
+    v.rebuild_buckets();
     v
 }
 
@@ -146,7 +147,11 @@ fn heatmap_cells_carry_state_glyphs_and_colours() {
     // Chunks 10..20 are the newest dirty ones (and 15 is in flight): they are the hottest.
     let hot = cell(15);
     assert_eq!(hot.bg, intensity_color(8).unwrap());
-    assert_eq!(hot.fg, Color::Black, "glyphs turn black on light backgrounds");
+    assert_eq!(
+        hot.fg,
+        Color::Black,
+        "glyphs turn black on light backgrounds"
+    );
     assert_eq!(cell(10).bg, intensity_color(4).unwrap());
     assert_eq!(cell(10).fg, CellState::Dirty.color());
 }
@@ -217,7 +222,10 @@ fn zoom_and_pan_reach_every_chunk() {
         .last()
         .unwrap();
     let heat = line.split("││").next().unwrap();
-    assert!(heat.trim_end_matches('│').trim_end().ends_with('o'), "{line}");
+    assert!(
+        heat.trim_end_matches('│').trim_end().ends_with('o'),
+        "{line}"
+    );
     app.key(key(KeyCode::Char('g')));
     assert_eq!(app.offset, 0);
     app.key(key(KeyCode::Char('j')));
@@ -287,7 +295,10 @@ fn side_panel_marks_prediction_and_alerts_as_not_available_until_they_exist() {
     assert_eq!(lines[0].to_string(), "  chunks: 12");
     assert_eq!(lines[1].to_string(), "  seconds: 3.50");
     let a = serde_json::json!([{"severity": "warn", "message": "drift on md0"}]);
-    assert_eq!(ui::json_lines(Some(&a), "x")[0].to_string(), "  • drift on md0");
+    assert_eq!(
+        ui::json_lines(Some(&a), "x")[0].to_string(),
+        "  • drift on md0"
+    );
 }
 
 fn check_screen(name: &str, got: &str) {
@@ -314,13 +325,48 @@ fn whole_screen_snapshots() {
     second.raid_disks = 4;
     second.chunk_size_bytes = 512 << 10;
     let mut app = app_with(vec![fixture(), ArrayView::update(None, second, 1.0)]);
-    check_screen("overview_100x30", &buffer_text(&render_to_buffer(&mut app, 100, 30)));
+    check_screen(
+        "overview_100x30",
+        &buffer_text(&render_to_buffer(&mut app, 100, 30)),
+    );
     app.zoom = Some(1);
-    check_screen("zoom1_120x40", &buffer_text(&render_to_buffer(&mut app, 120, 40)));
+    check_screen(
+        "zoom1_120x40",
+        &buffer_text(&render_to_buffer(&mut app, 120, 40)),
+    );
     app.key(key(KeyCode::Char('?')));
-    check_screen("help_100x30", &buffer_text(&render_to_buffer(&mut app, 100, 30)));
+    check_screen(
+        "help_100x30",
+        &buffer_text(&render_to_buffer(&mut app, 100, 30)),
+    );
     // Narrow terminals drop the side panel rather than overflow.
     let mut app = app_with(vec![]);
     app.source = SourceInfo::OnDisk("live feed unavailable: no BPF".into());
-    check_screen("no_arrays_60x20", &buffer_text(&render_to_buffer(&mut app, 60, 20)));
+    check_screen(
+        "no_arrays_60x20",
+        &buffer_text(&render_to_buffer(&mut app, 60, 20)),
+    );
+}
+
+#[test]
+fn bucket_and_range_paths_agree() {
+    let mut s = snap("md0", 1 << 20);
+    s.dirty_ranges = vec![[5, 6], [1000, 1040], [500_000, 500_001], [700_000, 700_100]];
+    s.in_flight_ranges = vec![[1020, 1021]];
+    s.needed_ranges = vec![[700_000, 700_100]];
+    let v = ArrayView::update(None, s, 1.0);
+    assert_eq!(v.bucket, 16);
+    for (first, per) in [(0u64, 16u64), (0, 64), (4096, 48), (0, 4096)] {
+        let n = ((1u64 << 20) / per) as usize + 3;
+        assert_eq!(
+            v.cell_states(first, per, n),
+            v.sweep(first, per, n),
+            "{per}"
+        );
+    }
+    let c = v.cell_states(0, 4096, 256);
+    assert_eq!(c[0], Some(CellState::InFlight));
+    assert_eq!(c[122], Some(CellState::Dirty));
+    assert_eq!(c[170], Some(CellState::Needed));
+    assert_eq!(c[1], Some(CellState::Clean));
 }

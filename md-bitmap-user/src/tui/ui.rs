@@ -94,9 +94,11 @@ impl App {
     }
 
     /// Chunks per cell that fits the whole array on the grid.
+    /// Rounded up to whole buckets of chunks, so that a frame reads the per-bucket states.
     pub fn fit_zoom(&self) -> u64 {
-        let chunks = self.current().map(|v| v.chunks()).unwrap_or(0);
-        chunks.div_ceil(self.cells()).max(1)
+        let Some(v) = self.current() else { return 1 };
+        let fit = v.chunks().div_ceil(self.cells()).max(1);
+        fit.div_ceil(v.bucket) * v.bucket
     }
 
     /// Chunks per cell now.
@@ -410,7 +412,7 @@ impl App {
                         .unwrap_or_else(|| "-".into()),
                 ));
                 // Fields other features add to the snapshot are shown as they come.
-                let extra = serde_json::to_value(s).unwrap_or_default();
+                let extra = &v.json;
                 lines.push(head("predicted resync"));
                 lines.extend(json_lines(extra.get("prediction"), "not available"));
                 lines.push(head("alerts"));
@@ -508,9 +510,7 @@ fn render_legend(v: Option<&ArrayView>, area: Rect, buf: &mut Buffer) {
         ));
     }
     let top = v.map(|v| v.intensity.max_density()).unwrap_or(0.0);
-    scale.push(Span::raw(format!(
-        " most ({top:.2} per chunk)"
-    )));
+    scale.push(Span::raw(format!(" most ({top:.2} per chunk)")));
     Paragraph::new(vec![Line::from(states), Line::from(scale)])
         .block(Block::default().borders(Borders::TOP).title(" legend "))
         .render(area, buf);

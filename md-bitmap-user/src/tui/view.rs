@@ -243,6 +243,15 @@ pub struct ArrayView {
     pub sync_completed: Option<(u64, u64)>,
     /// Recent writes.
     pub intensity: Intensity,
+    /// Chunks per entry of `bucket_states` (a power of two, so that at most
+    /// [`Intensity::MAX_BUCKETS`] cover the array).
+    pub bucket: u64,
+    /// The most urgent state of each bucket of chunks (syncing excepted), made once per sample
+    /// so that a frame whose cells are whole buckets reads buckets instead of range lists.
+    pub bucket_states: Vec<CellState>,
+    /// The snapshot as JSON without its range lists (for fields other features add, such as
+    /// `prediction` and `alerts`), made once per sample, not per frame.
+    pub json: serde_json::Value,
 }
 
 impl ArrayView {
@@ -254,7 +263,31 @@ impl ArrayView {
             resync_ranges: Vec::new(),
             sync_completed: None,
             intensity: Intensity::new(chunks),
+            bucket: chunks.div_ceil(Intensity::MAX_BUCKETS).next_power_of_two(),
+            bucket_states: Vec::new(),
+            json: serde_json::Value::Null,
         }
+    }
+
+    /// Recomputes the per-bucket states (after the range lists changed).
+    pub fn rebuild_buckets(&mut self) {
+        let b = self.bucket;
+        let n = self.chunks().div_ceil(b) as usize;
+        self.bucket_states = self
+            .sweep(0, b, n)
+            .into_iter()
+            .map(|s| s.unwrap_or(CellState::Clean))
+            .collect();
+    }
+
+    /// `snap` as JSON without the (possibly long) range lists.
+    fn light_json(snap: &mut ArraySnapshot) -> serde_json::Value {
+        let d = std::mem::take(&mut snap.dirty_ranges);
+        let f = std::mem::take(&mut snap.in_flight_ranges);
+        let n = std::mem::take(&mut snap.needed_ranges);
+        let v = serde_json::to_value(&*snap).unwrap_or_default();
+        (snap.dirty_ranges, snap.in_flight_ranges, snap.needed_ranges) = (d, f, n);
+        v
     }
 
     /// Updates (or builds) the view of a mirrored array, `dt` seconds after the last sample.
@@ -274,6 +307,7 @@ impl ArrayView {
             .unwrap_or_default();
         let mut v = Self::update(prev, snap, dt);
         v.resync_ranges = resync;
+        v.rebuild_buckets();
         v.sync_completed = a.info.sync_completed;
         v
     }
@@ -288,8 +322,10 @@ impl ArrayView {
             }
             _ => Self::from_snapshot(snap),
         };
-        let (d, f) = (v.snap.dirty_ranges.clone(), v.snap.in_flight_ranges.clone());
-        v.intensity.sample(&d, &f, dt);
+        v.json = Self::light_json(&mut v.snap);
+        v.rebuild_buckets();
+        v.intensity
+            .sample(&v.snap.dirty_ranges, &v.snap.in_flight_ranges, dt);
         v
     }
 
@@ -312,14 +348,49 @@ impl ArrayView {
     }
 
     /// States of `n` consecutive cells of `per` chunks each, the first starting at chunk `first`;
-    /// cells past the last chunk are `None`.
+    /// cells past the last chunk are `None`. Cells made of whole buckets are read from the
+    /// per-bucket states; others sweep the range lists.
     pub fn cell_states(&self, first: u64, per: u64, n: usize) -> Vec<Option<CellState>> {
+        let per = per.max(1);
+        let b = self.bucket;
+        let chunks = self.chunks();
+        let mut out = if per % b == 0 && first % b == 0 && !self.bucket_states.is_empty() {
+            let nb = self.bucket_states.len() as u64;
+            (0..n as u64)
+                .map(|i| {
+                    let c0 = first + i * per;
+                    (c0 < chunks).then(|| {
+                        let (b0, b1) = (c0 / b, ((c0 + per) / b).min(nb));
+                        self.bucket_states[b0 as usize..b1 as usize]
+                            .iter()
+                            .copied()
+                            .max()
+                            .unwrap_or(CellState::Clean)
+                    })
+                })
+                .collect()
+        } else {
+            self.sweep(first, per, n)
+        };
+        if let Some(r) = self.syncing_chunks()
+            && r.start >= first
+            && let Some(Some(c)) = out.get_mut(((r.start - first) / per) as usize)
+        {
+            *c = CellState::Syncing;
+        }
+        out
+    }
+
+    /// [`ArrayView::cell_states`] from the range lists: O(visible ranges + cells).
+    pub(crate) fn sweep(&self, first: u64, per: u64, n: usize) -> Vec<Option<CellState>> {
         let chunks = self.chunks();
         let per = per.max(1);
         let mut out: Vec<Option<CellState>> = (0..n as u64)
             .map(|i| (first + i * per < chunks).then_some(CellState::Clean))
             .collect();
-        let end = first.saturating_add(per.saturating_mul(n as u64)).min(chunks);
+        let end = first
+            .saturating_add(per.saturating_mul(n as u64))
+            .min(chunks);
         let mut paint = |ranges: &mut dyn Iterator<Item = Range<u64>>, st: CellState| {
             for r in ranges {
                 let (s, e) = (r.start.max(first), r.end.min(end));
@@ -350,9 +421,6 @@ impl ArrayView {
         ] {
             let vis = visible(list);
             paint(&mut list[vis].iter().map(|r| r[0]..r[1]), st);
-        }
-        if let Some(r) = self.syncing_chunks() {
-            paint(&mut std::iter::once(r), CellState::Syncing);
         }
         out
     }
