@@ -354,24 +354,25 @@ impl ArrayView {
         let per = per.max(1);
         let b = self.bucket;
         let chunks = self.chunks();
-        let mut out = if per % b == 0 && first % b == 0 && !self.bucket_states.is_empty() {
-            let nb = self.bucket_states.len() as u64;
-            (0..n as u64)
-                .map(|i| {
-                    let c0 = first + i * per;
-                    (c0 < chunks).then(|| {
-                        let (b0, b1) = (c0 / b, ((c0 + per) / b).min(nb));
-                        self.bucket_states[b0 as usize..b1 as usize]
-                            .iter()
-                            .copied()
-                            .max()
-                            .unwrap_or(CellState::Clean)
+        let mut out =
+            if per.is_multiple_of(b) && first.is_multiple_of(b) && !self.bucket_states.is_empty() {
+                let nb = self.bucket_states.len() as u64;
+                (0..n as u64)
+                    .map(|i| {
+                        let c0 = first + i * per;
+                        (c0 < chunks).then(|| {
+                            let (b0, b1) = (c0 / b, ((c0 + per) / b).min(nb));
+                            self.bucket_states[b0 as usize..b1 as usize]
+                                .iter()
+                                .copied()
+                                .max()
+                                .unwrap_or(CellState::Clean)
+                        })
                     })
-                })
-                .collect()
-        } else {
-            self.sweep(first, per, n)
-        };
+                    .collect()
+            } else {
+                self.sweep(first, per, n)
+            };
         if let Some(r) = self.syncing_chunks()
             && r.start >= first
             && let Some(Some(c)) = out.get_mut(((r.start - first) / per) as usize)
