@@ -14,4 +14,5 @@ pub mod predict;
 pub mod serve;
 pub mod sysfs;
 pub mod trace;
+pub mod tui;
 pub mod tune;

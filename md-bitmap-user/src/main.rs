@@ -12,7 +12,7 @@ use md_bitmap::sysfs::Sysfs;
 #[command(name = "md-bitmap", version, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -50,6 +50,9 @@ enum Command {
     /// writes, dirty bytes, predicted crash resync and memory per size, and a recommendation
     /// with the mdadm commands that apply it.
     Tune(md_bitmap::tune::TuneArgs),
+    /// The terminal view: every array's bitmap as a heatmap with counts and feed health (also
+    /// what `md-bitmap` alone starts on a terminal).
+    Tui(md_bitmap::tui::TuiArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -408,10 +411,21 @@ fn run_events(args: &EventsArgs) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let Some(command) = &cli.command else {
+        // No subcommand: the TUI on a terminal, the help elsewhere.
+        use std::io::IsTerminal;
+        if std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
+            return exit_code(md_bitmap::tui::run(&Default::default()));
+        }
+        let _ = <Cli as clap::CommandFactory>::command().print_help();
+        return ExitCode::SUCCESS;
+    };
     // Agent messages (re-seeds, alert deliveries, metrics server) go through `tracing`: to stderr,
-    // or to the journal under systemd, for every command.
-    md_bitmap::alerts::deliver::init_logging();
-    let r = match &cli.command {
+    // or to the journal under systemd, for every command but the TUI, which owns the terminal.
+    if !matches!(command, Command::Tui(_)) {
+        md_bitmap::alerts::deliver::init_logging();
+    }
+    exit_code(match command {
         Command::Events(a) => run_events(a),
         Command::Abi => run_abi(),
         Command::Inspect(a) => md_bitmap::inspect::run(a),
@@ -423,7 +437,11 @@ fn main() -> ExitCode {
         Command::Serve(a) => stop_on_signals().and_then(|s| md_bitmap::serve::run(a, s)),
         Command::Record(a) => stop_on_signals().and_then(|s| md_bitmap::trace::record::run(a, &s)),
         Command::Tune(a) => md_bitmap::tune::run(a),
-    };
+        Command::Tui(a) => md_bitmap::tui::run(a),
+    })
+}
+
+fn exit_code(r: Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

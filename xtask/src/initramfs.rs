@@ -37,8 +37,25 @@ pub const BOOT_MARKER: &str = "@@MDB BOOTED ";
 pub const CRASH_MARKER: &str = "@@MDB CRASHING";
 
 /// Host programs copied into the guest (with their libraries), as (host path, guest path).
-/// GNU dd: busybox's ignores `oflag=direct`, and tests need exact direct writes.
-const HOST_TOOLS: &[(&str, &str)] = &[("/bin/dd", "usr/local/bin/dd")];
+/// GNU dd: busybox's ignores `oflag=direct`, and tests need exact direct writes. tmux: the TUI
+/// test runs `md-bitmap tui` on a pty and captures its screens.
+pub const HOST_TOOLS: &[(&str, &str)] = &[
+    ("/bin/dd", "usr/local/bin/dd"),
+    ("/usr/bin/tmux", "usr/local/bin/tmux"),
+];
+
+/// Data files copied into the guest when the host has them: terminal descriptions (tmux needs
+/// its own and the outer terminal's) and the C.UTF-8 character map (tmux needs a UTF-8 locale).
+pub const HOST_DATA: &[&str] = &[
+    "/lib/terminfo/s/screen",
+    "/lib/terminfo/s/screen-256color",
+    "/lib/terminfo/x/xterm",
+    "/lib/terminfo/x/xterm-256color",
+    "/lib/terminfo/l/linux",
+    "/lib/terminfo/v/vt100",
+    "/usr/lib/terminfo/t/tmux-256color",
+    "/usr/lib/locale/C.utf8/LC_CTYPE",
+];
 
 const INIT: &str = include_str!("../guest/init.sh");
 const MDB_LIB: &str = include_str!("../guest/mdb.sh");
@@ -193,6 +210,14 @@ pub fn build_base(kernel: &Kernel, md_bitmap: &Path, out: &Path) -> Result<()> {
     for (src, dst) in &bins {
         add_file_from(&mut w, dst, src, 0o755)?;
         libs.extend(shared_libs(src)?);
+    }
+    for t in HOST_DATA {
+        let src = Path::new(t);
+        if src.is_file() {
+            let dst = t.trim_start_matches('/');
+            add_parents(&mut w, &mut made, dst)?;
+            add_file_from(&mut w, dst, &std::fs::canonicalize(src)?, 0o644)?;
+        }
     }
     for lib in libs {
         let real = std::fs::canonicalize(&lib)?;

@@ -26,15 +26,16 @@ enum Cmd {
     GuestBin,
     /// Boot a test kernel with disks and optional arrays, run a script inside, power off.
     Vm(VmArgs),
-    /// Run md-bitmap: on this machine's md arrays if it has any, else in a VM on a real RAID1 with
-    /// a write workload.
+    /// Run the md-bitmap TUI: on this machine's md arrays if it has any, else in a VM on a real
+    /// RAID5 with a mixed write workload, in this terminal (quitting the TUI powers the VM off).
+    /// Without a terminal: prints a few rendered frames and exits.
     Demo {
         /// Kernel series for the VM.
         #[arg(long, default_value = "6.12")]
         kernel: String,
-        /// Seconds to watch in the VM.
-        #[arg(long, default_value_t = 20)]
-        secs: u64,
+        /// Frames printed when stdout is not a terminal (one every 2 s).
+        #[arg(long, default_value_t = 8)]
+        frames: u64,
     },
     /// Run every test, the real-kernel ones included (runs setup first when something is missing).
     Test {
@@ -133,45 +134,95 @@ fn host_has_md_arrays() -> bool {
         .unwrap_or(false)
 }
 
-fn run_demo(kernel: &str, secs: u64) -> Result<i32> {
+/// The demo's mixed workload on md0: random 4 KiB writes, a sequential 512 KiB stream, and
+/// bursts into a hot region, with idle gaps so the bitmap daemon clears bits in between.
+const DEMO_WORKLOAD: &str = r#"
+( while true; do
+    for i in $(seq 1 40); do dd if=/dev/urandom of=/dev/md0 bs=4096 count=1 seek=$((RANDOM * 7 % 190000)) oflag=direct 2>/dev/null; done
+    sleep 3
+  done ) &
+( off=0; while true; do
+    dd if=/dev/zero of=/dev/md0 bs=512K count=8 seek=$((off % 1400)) oflag=direct 2>/dev/null
+    off=$((off + 8)); sleep 1
+  done ) &
+( while true; do
+    sleep 9
+    for i in $(seq 1 60); do dd if=/dev/urandom of=/dev/md0 bs=4096 count=2 seek=$((120000 + RANDOM % 2048)) oflag=direct 2>/dev/null & done; wait
+  done ) &
+"#;
+
+/// Host terminal size (rows, cols) of stdin's terminal.
+fn terminal_size() -> Option<(u16, u16)> {
+    // SAFETY: TIOCGWINSZ fills a winsize struct we own; fd 0 is only queried.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        (libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_row > 0 && ws.ws_col > 0)
+            .then_some((ws.ws_row, ws.ws_col))
+    }
+}
+
+fn run_demo(kernel: &str, frames: u64) -> Result<i32> {
+    use std::io::IsTerminal;
     if !setup::is_complete() {
         setup::run()?;
     }
+    let interactive = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
     if host_has_md_arrays() {
-        let st = cargo()
-            .current_dir(paths::repo_root())
-            .args([
-                "run",
-                "--quiet",
-                "--release",
-                "--bin",
-                "md-bitmap",
-                "--",
-                "watch",
-            ])
-            .status()?;
-        return Ok(st.code().unwrap_or(1));
+        let mut c = cargo();
+        c.current_dir(paths::repo_root()).args([
+            "run",
+            "--quiet",
+            "--release",
+            "--bin",
+            "md-bitmap",
+            "--",
+            "tui",
+        ]);
+        if !interactive {
+            c.args(["--frames", &frames.to_string(), "--interval", "2"]);
+        }
+        return Ok(c.status()?.code().unwrap_or(1));
     }
     let series = Series::parse(kernel)?;
     let dir = paths::target_dir().join("vm").join("demo");
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
-    let vm = Vm::new(series, &dir, &[512, 512])?;
+    let vm = Vm::new(series, &dir, &[256, 256, 256, 256])?;
+    let array = ArraySpec::new(5, 4)
+        .chunk_kib(64)
+        .bitmap_chunk_kib(256)
+        .delay_secs(2);
     eprintln!(
-        "xtask demo: no md arrays on this machine; booting {} with a RAID1 (internal bitmap) and a write workload",
+        "xtask demo: no md arrays on this machine; booting {} with a RAID5 of 4 disks (internal bitmap, 256 KiB chunks) and a mixed write workload",
         vm.kernel.release
     );
-    let script = format!(
-        "( i=0; while true; do dd if=/dev/urandom of=/dev/md0 bs=4096 count=4 seek=$(( (i * 7919) % 100000 )) oflag=direct 2>/dev/null; i=$((i+1)); sleep 0.2; done ) &\n\
-         md-bitmap watch --array md0 --interval 1 --count {secs}\n"
+    if !interactive {
+        let script = format!(
+            "{DEMO_WORKLOAD}\nmd-bitmap tui --frames {frames} --interval 2 --size 110x36\n"
+        );
+        let payload = Payload::script(script)
+            .array(array)
+            .timeout(Duration::from_secs(frames * 2 + 240));
+        let r = vm.run_echo(&payload, true)?;
+        eprintln!("xtask demo: guest finished ({:?})", r.outcome);
+        return Ok(match r.outcome {
+            Outcome::Exited(rc) => rc,
+            Outcome::Crashed => 1,
+        });
+    }
+    let (rows, cols) = terminal_size().unwrap_or((24, 80));
+    eprintln!(
+        "xtask demo: the TUI starts in your terminal ({cols}x{rows}) once the guest has booted; q quits and powers the VM off"
     );
-    let payload = Payload::script(script)
-        .array(ArraySpec::new(1, 2).bitmap_chunk_kib(1024))
-        .timeout(Duration::from_secs(secs + 180));
-    let r = vm.run_echo(&payload, true)?;
-    eprintln!("xtask demo: guest finished ({:?})", r.outcome);
-    Ok(0)
+    // The console is the user's terminal: size it, keep kernel messages off it, run the TUI.
+    let script = format!(
+        "dmesg -n 1\nstty rows {rows} cols {cols} 2>/dev/null\nexport TERM=xterm-256color\n{DEMO_WORKLOAD}\nmd-bitmap tui --interval 0.5 --snapshot-dir /tmp\nrc=$?\nclear\necho \"md-bitmap tui exited ($rc); powering off\"\n"
+    );
+    let payload = Payload::script(script).array(array);
+    let rc = vm.run_attached(&payload, "")?;
+    eprintln!("xtask demo: VM stopped");
+    Ok(rc)
 }
 
 fn cargo() -> Command {
@@ -228,7 +279,7 @@ fn main() -> ExitCode {
         }),
         Cmd::Vm(a) => run_vm(&a),
         Cmd::Test { args } => run_tests(&args),
-        Cmd::Demo { kernel, secs } => run_demo(&kernel, secs),
+        Cmd::Demo { kernel, frames } => run_demo(&kernel, frames),
     };
     match r {
         Ok(rc) => ExitCode::from(rc as u8),

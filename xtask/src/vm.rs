@@ -49,6 +49,8 @@ fn base_initramfs(kernel: &Kernel) -> Result<PathBuf> {
     include_str!("../guest/init.sh").hash(&mut h);
     include_str!("../guest/mdb.sh").hash(&mut h);
     initramfs::MODULES.hash(&mut h);
+    initramfs::HOST_TOOLS.hash(&mut h);
+    initramfs::HOST_DATA.hash(&mut h);
     let dir = target_dir().join("vm");
     std::fs::create_dir_all(&dir)?;
     let out = dir.join(format!("base-{}-{:016x}.cpio", kernel.release, h.finish()));
@@ -260,91 +262,12 @@ impl Vm {
 
     /// As [`Vm::run`], echoing the console to stderr when `echo`.
     pub fn run_echo(&self, payload: &Payload, echo: bool) -> Result<RunResult> {
-        let base = base_initramfs(&self.kernel)?;
-        let names = self.disk_names();
-        let out_name = (payload.out_mib > 0).then(|| self.out_disk_name());
-        let mut script = String::from(". /payload/env\n. /lib/mdb.sh\nset -u\n");
-        let mut next = 0;
-        for a in &payload.arrays {
-            let members = names.get(next..next + a.disks).with_context(|| {
-                format!("not enough disks for array {} ({} needed)", a.name, a.disks)
-            })?;
-            script += &a.create_script(members);
-            next += a.disks;
-        }
-        script += "set +u\n";
-        script += &payload.script;
-        let env = format!(
-            "MDB_DISKS=\"{}\"\nMDB_BUS=\"{}\"\nMDB_OUT=\"{}\"\nMDB_KERNEL_SERIES=\"{}\"\n",
-            names.join(" "),
-            match self.bus {
-                Bus::Virtio => "virtio",
-                Bus::Scsi => "scsi",
-            },
-            out_name.clone().unwrap_or_default(),
-            self.kernel.series.short()
-        );
-        let mut files = payload.files.clone();
-        files.push(("payload/env".into(), env.into_bytes(), 0o644));
-        let run_id = format!(
-            "{}-{}",
-            std::process::id(),
-            RUN_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let pay = self.dir.join(format!("payload-{run_id}.cpio"));
-        initramfs::build_payload(&script, &files, &pay)?;
-        let initrd = self.dir.join(format!("initrd-{run_id}.cpio"));
-        {
-            let mut out = std::fs::File::create(&initrd)?;
-            std::io::copy(&mut std::fs::File::open(&base)?, &mut out)?;
-            std::io::copy(&mut std::fs::File::open(&pay)?, &mut out)?;
-        }
-        std::fs::remove_file(&pay).ok();
-        let out_img = self.dir.join(format!("out-{run_id}.img"));
-        if payload.out_mib > 0 {
-            std::fs::File::create(&out_img)?.set_len(payload.out_mib << 20)?;
-        }
-        let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-accel", "tcg", "-cpu", "max", "-nic", "none", "-no-reboot"])
-            .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
-            .args(["-m", &self.memory_mib.to_string()])
-            .args(["-smp", &self.cpus.to_string()])
-            .arg("-kernel")
-            .arg(self.kernel.vmlinuz())
-            .arg("-initrd")
-            .arg(&initrd)
-            .args([
-                "-append",
-                "console=ttyS0 panic=-1 loglevel=4 rdinit=/init quiet",
-            ]);
-        let virtio_drive = |cmd: &mut Command, d: &Path| {
-            cmd.arg("-drive").arg(format!(
-                "file={},format=raw,if=virtio,cache=unsafe",
-                d.display()
-            ));
-        };
-        match self.bus {
-            Bus::Virtio => {
-                for d in &self.disks {
-                    virtio_drive(&mut cmd, d);
-                }
-            }
-            Bus::Scsi => {
-                cmd.args(["-device", "virtio-scsi-pci,id=scsi0"]);
-                for (i, d) in self.disks.iter().enumerate() {
-                    cmd.arg("-drive").arg(format!(
-                        "file={},format=raw,if=none,id=d{i},cache=unsafe",
-                        d.display()
-                    ));
-                    cmd.arg("-device").arg(format!(
-                        "scsi-hd,drive=d{i},bus=scsi0.0,channel=0,scsi-id={i},lun=0"
-                    ));
-                }
-            }
-        }
-        if payload.out_mib > 0 {
-            virtio_drive(&mut cmd, &out_img);
-        }
+        let Prepared {
+            mut cmd,
+            initrd,
+            out_img,
+            run_id,
+        } = self.prepare(payload, "", Console::Piped)?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -459,6 +382,151 @@ impl Vm {
             release: self.kernel.release.clone(),
         })
     }
+
+    /// Builds the initrd for `payload` and the qemu command line (kernel command line extended
+    /// by `append`), without starting it.
+    fn prepare(&self, payload: &Payload, append: &str, console: Console) -> Result<Prepared> {
+        let base = base_initramfs(&self.kernel)?;
+        let names = self.disk_names();
+        let out_name = (payload.out_mib > 0).then(|| self.out_disk_name());
+        let mut script = String::from(". /payload/env\n. /lib/mdb.sh\nset -u\n");
+        let mut next = 0;
+        for a in &payload.arrays {
+            let members = names.get(next..next + a.disks).with_context(|| {
+                format!("not enough disks for array {} ({} needed)", a.name, a.disks)
+            })?;
+            script += &a.create_script(members);
+            next += a.disks;
+        }
+        script += "set +u\n";
+        script += &payload.script;
+        let env = format!(
+            "MDB_DISKS=\"{}\"\nMDB_BUS=\"{}\"\nMDB_OUT=\"{}\"\nMDB_KERNEL_SERIES=\"{}\"\n",
+            names.join(" "),
+            match self.bus {
+                Bus::Virtio => "virtio",
+                Bus::Scsi => "scsi",
+            },
+            out_name.clone().unwrap_or_default(),
+            self.kernel.series.short()
+        );
+        let mut files = payload.files.clone();
+        files.push(("payload/env".into(), env.into_bytes(), 0o644));
+        let run_id = format!(
+            "{}-{}",
+            std::process::id(),
+            RUN_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let pay = self.dir.join(format!("payload-{run_id}.cpio"));
+        initramfs::build_payload(&script, &files, &pay)?;
+        let initrd = self.dir.join(format!("initrd-{run_id}.cpio"));
+        {
+            let mut out = std::fs::File::create(&initrd)?;
+            std::io::copy(&mut std::fs::File::open(&base)?, &mut out)?;
+            std::io::copy(&mut std::fs::File::open(&pay)?, &mut out)?;
+        }
+        std::fs::remove_file(&pay).ok();
+        let out_img = self.dir.join(format!("out-{run_id}.img"));
+        if payload.out_mib > 0 {
+            std::fs::File::create(&out_img)?.set_len(payload.out_mib << 20)?;
+        }
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-accel", "tcg", "-cpu", "max", "-nic", "none", "-no-reboot"])
+            .args(["-display", "none", "-monitor", "none"])
+            .args(["-m", &self.memory_mib.to_string()])
+            .args(["-smp", &self.cpus.to_string()])
+            .arg("-kernel")
+            .arg(self.kernel.vmlinuz())
+            .arg("-initrd")
+            .arg(&initrd)
+            .arg("-append")
+            .arg(format!(
+                "console=ttyS0 panic=-1 loglevel=4 rdinit=/init quiet{append}"
+            ));
+        match console {
+            Console::Piped => {
+                cmd.args(["-serial", "stdio"]);
+            }
+            // The user's terminal is the guest's serial console; Ctrl-C goes to the guest.
+            Console::Attached => {
+                cmd.args([
+                    "-chardev",
+                    "stdio,id=con0,signal=off",
+                    "-serial",
+                    "chardev:con0",
+                ]);
+            }
+        }
+        let virtio_drive = |cmd: &mut Command, d: &Path| {
+            cmd.arg("-drive").arg(format!(
+                "file={},format=raw,if=virtio,cache=unsafe",
+                d.display()
+            ));
+        };
+        match self.bus {
+            Bus::Virtio => {
+                for d in &self.disks {
+                    virtio_drive(&mut cmd, d);
+                }
+            }
+            Bus::Scsi => {
+                cmd.args(["-device", "virtio-scsi-pci,id=scsi0"]);
+                for (i, d) in self.disks.iter().enumerate() {
+                    cmd.arg("-drive").arg(format!(
+                        "file={},format=raw,if=none,id=d{i},cache=unsafe",
+                        d.display()
+                    ));
+                    cmd.arg("-device").arg(format!(
+                        "scsi-hd,drive=d{i},bus=scsi0.0,channel=0,scsi-id={i},lun=0"
+                    ));
+                }
+            }
+        }
+        if payload.out_mib > 0 {
+            virtio_drive(&mut cmd, &out_img);
+        }
+        Ok(Prepared {
+            cmd,
+            initrd,
+            out_img,
+            run_id,
+        })
+    }
+
+    /// Boots with the serial console on this process's terminal (stdin/stdout inherited, qemu
+    /// puts the terminal in raw mode), for interactive use; `append` is added to the kernel
+    /// command line. Returns qemu's exit status when the guest powers off. No timeout.
+    pub fn run_attached(&self, payload: &Payload, append: &str) -> Result<i32> {
+        let p = self.prepare(payload, append, Console::Attached)?;
+        let mut cmd = p.cmd;
+        let st = cmd
+            .stdin(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .status()
+            .context("cannot start qemu-system-x86_64")?;
+        std::fs::remove_file(&p.initrd).ok();
+        std::fs::remove_file(&p.out_img).ok();
+        let _ = p.run_id;
+        Ok(st.code().unwrap_or(1))
+    }
+}
+
+/// Where the guest's serial console goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Console {
+    /// Piped to the harness, line by line.
+    Piped,
+    /// This process's terminal.
+    Attached,
+}
+
+/// A prepared boot.
+struct Prepared {
+    cmd: Command,
+    initrd: PathBuf,
+    out_img: PathBuf,
+    run_id: String,
 }
 
 /// What the console has shown so far.
