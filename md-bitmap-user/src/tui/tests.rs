@@ -374,6 +374,7 @@ fn bucket_and_range_paths_agree() {
 }
 
 #[test]
+#[allow(clippy::single_range_in_vec_init)] // one dirty range is the data
 fn side_panel_shows_the_prediction() {
     let mut a = fixture();
     a.snap.prediction = Some(crate::predict::predict(&crate::predict::Inputs {
