@@ -325,11 +325,16 @@ pub fn static_memory(geo: &BitmapGeometry) -> u64 {
     geo.file_pages() * KERNEL_PAGE_SIZE + geo.counter_pages() * BITMAP_PAGE_STRUCT_BYTES
 }
 
-/// Time-weighted samples of the on-disk dirty chunk count.
+/// Dirty counts below this are tallied in a flat array (at most 32 MiB of `u64`s, grown on
+/// demand); larger ones, only possible with bitmaps of over 4 M chunks, in a map.
+const DENSE_LIMIT: u64 = 1 << 22;
+
+/// Time-weighted samples of the on-disk dirty chunk count: time spent at each count.
 struct DirtyTimeline {
     last_t: u64,
     last_v: u64,
-    hist: HashMap<u64, u64>,
+    dense: Vec<u64>,
+    sparse: HashMap<u64, u64>,
     max: u64,
 }
 
@@ -338,8 +343,21 @@ impl DirtyTimeline {
         Self {
             last_t: t,
             last_v: v,
-            hist: HashMap::new(),
+            dense: Vec::new(),
+            sparse: HashMap::new(),
             max: v,
+        }
+    }
+    #[inline]
+    fn add(&mut self, v: u64, dt: u64) {
+        if v < DENSE_LIMIT {
+            let i = v as usize;
+            if i >= self.dense.len() {
+                self.dense.resize((i + 1).next_power_of_two().max(1024), 0);
+            }
+            self.dense[i] += dt;
+        } else {
+            *self.sparse.entry(v).or_default() += dt;
         }
     }
     #[inline]
@@ -349,7 +367,7 @@ impl DirtyTimeline {
         }
         let dt = t.saturating_sub(self.last_t);
         if dt > 0 {
-            *self.hist.entry(self.last_v).or_default() += dt;
+            self.add(self.last_v, dt);
         }
         self.last_t = self.last_t.max(t);
         self.last_v = v;
@@ -358,9 +376,15 @@ impl DirtyTimeline {
     /// (mean, p99, max) over `[start, end]`.
     fn finish(mut self, end: u64) -> (f64, u64, u64) {
         let dt = end.saturating_sub(self.last_t);
-        *self.hist.entry(self.last_v).or_default() += dt.max(1);
-        let mut v: Vec<(u64, u64)> = std::mem::take(&mut self.hist).into_iter().collect();
-        v.sort_unstable();
+        self.add(self.last_v, dt.max(1));
+        // (count, time) for every count held for a non-zero time, by count.
+        let mut sparse: Vec<(u64, u64)> = std::mem::take(&mut self.sparse).into_iter().collect();
+        sparse.sort_unstable();
+        let v: Vec<(u64, u64)> = (self.dense.iter().enumerate())
+            .filter(|&(_, &w)| w > 0)
+            .map(|(a, &w)| (a as u64, w))
+            .chain(sparse)
+            .collect();
         let total: u64 = v.iter().map(|x| x.1).sum();
         let mean = v.iter().map(|&(a, w)| a as f64 * w as f64).sum::<f64>() / total as f64;
         let target = (total as f64 * 0.99).ceil() as u64;
