@@ -133,6 +133,38 @@ fn estimate_hz(pairs: &[(u64, u64)]) -> Option<u64> {
         .filter(|hz| (*hz as f64 - rate).abs() < *hz as f64 * 0.1)
 }
 
+/// `steps.sort_by_key(|s| s.0)` (a stable sort by time), done as a merge: the steps other
+/// than end-writes come in trace order (already sorted when the trace is), the end-writes
+/// (queue time + latency) nearly so; each list is stable-sorted on its own (cheap on sorted
+/// runs), then they are merged by (time, push order), which is the stable order.
+pub(crate) fn sort_steps(steps: Vec<(u64, Step)>) -> Vec<(u64, Step)> {
+    let n = steps.len();
+    let (mut ends, mut rest): (Vec<_>, Vec<_>) = steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, (t, s))| (t, i, s))
+        .partition(|x| matches!(x.2, Step::End { .. }));
+    if !rest.is_sorted_by_key(|x| x.0) {
+        rest.sort_by_key(|x| x.0);
+    }
+    if !ends.is_sorted_by_key(|x| x.0) {
+        ends.sort_by_key(|x| x.0);
+    }
+    let mut out = Vec::with_capacity(n);
+    let (mut r, mut e) = (rest.into_iter().peekable(), ends.into_iter().peekable());
+    loop {
+        let take_rest = match (r.peek(), e.peek()) {
+            (Some(a), Some(b)) => (a.0, a.1) < (b.0, b.1),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let x = if take_rest { r.next() } else { e.next() }.expect("peeked");
+        out.push((x.0, x.2));
+    }
+    out
+}
+
 impl ReplayInput {
     /// Maps every write of `trace` to the kernel's bitmap calls.
     pub fn new(trace: &Trace) -> Result<Self> {
@@ -207,7 +239,7 @@ impl ReplayInput {
                 }
             }
         }
-        steps.sort_by_key(|s| s.0);
+        let steps = sort_steps(steps);
         let span_ns = (
             trace.events.first().map_or(0, |e| e.t_ns()),
             trace.events.last().map_or(0, |e| e.t_ns()),
@@ -474,7 +506,16 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
         }};
     }
 
-    for &(t, step) in &input.steps {
+    // Steps ahead whose first chunk is prefetched: the counters of random writes are cache
+    // misses (the 4 KiB-chunk bitmap of a large array has tens of MiB of counters).
+    const LOOKAHEAD: usize = 16;
+    for (i, &(t, step)) in input.steps.iter().enumerate() {
+        if let Some(&(_, Step::Start { a, .. } | Step::End { a, .. })) =
+            input.steps.get(i + LOOKAHEAD)
+            && let Some(&(off, _)) = input.calls.get(a as usize)
+        {
+            bm.prefetch_chunk(off >> shift);
+        }
         // Timer wake-ups of the md thread due before this step.
         while bm.daemon_timeout().is_some() {
             let due = last_wake.saturating_add(input.sleep_ns + slack);
