@@ -13,6 +13,8 @@
 //! `sync_speed_max` when recorded, else `--resync-speed`). Bytes are bitmap-space bytes: per
 //! member for raid1/4/5/6, of the array for raid10, the unit md's `sync_speed` counts in.
 pub mod chart;
+#[cfg(test)]
+mod reference;
 pub mod replay;
 pub mod svg;
 

@@ -133,6 +133,38 @@ fn estimate_hz(pairs: &[(u64, u64)]) -> Option<u64> {
         .filter(|hz| (*hz as f64 - rate).abs() < *hz as f64 * 0.1)
 }
 
+/// `steps.sort_by_key(|s| s.0)` (a stable sort by time), done as a merge: the steps other
+/// than end-writes come in trace order (already sorted when the trace is), the end-writes
+/// (queue time + latency) nearly so; each list is stable-sorted on its own (cheap on sorted
+/// runs), then they are merged by (time, push order), which is the stable order.
+pub(crate) fn sort_steps(steps: Vec<(u64, Step)>) -> Vec<(u64, Step)> {
+    let n = steps.len();
+    let (mut ends, mut rest): (Vec<_>, Vec<_>) = steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, (t, s))| (t, i, s))
+        .partition(|x| matches!(x.2, Step::End { .. }));
+    if !rest.is_sorted_by_key(|x| x.0) {
+        rest.sort_by_key(|x| x.0);
+    }
+    if !ends.is_sorted_by_key(|x| x.0) {
+        ends.sort_by_key(|x| x.0);
+    }
+    let mut out = Vec::with_capacity(n);
+    let (mut r, mut e) = (rest.into_iter().peekable(), ends.into_iter().peekable());
+    loop {
+        let take_rest = match (r.peek(), e.peek()) {
+            (Some(a), Some(b)) => (a.0, a.1) < (b.0, b.1),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let x = if take_rest { r.next() } else { e.next() }.expect("peeked");
+        out.push((x.0, x.2));
+    }
+    out
+}
+
 impl ReplayInput {
     /// Maps every write of `trace` to the kernel's bitmap calls.
     pub fn new(trace: &Trace) -> Result<Self> {
@@ -207,7 +239,7 @@ impl ReplayInput {
                 }
             }
         }
-        steps.sort_by_key(|s| s.0);
+        let steps = sort_steps(steps);
         let span_ns = (
             trace.events.first().map_or(0, |e| e.t_ns()),
             trace.events.last().map_or(0, |e| e.t_ns()),
@@ -325,11 +357,16 @@ pub fn static_memory(geo: &BitmapGeometry) -> u64 {
     geo.file_pages() * KERNEL_PAGE_SIZE + geo.counter_pages() * BITMAP_PAGE_STRUCT_BYTES
 }
 
-/// Time-weighted samples of the on-disk dirty chunk count.
+/// Dirty counts below this are tallied in a flat array (at most 32 MiB of `u64`s, grown on
+/// demand); larger ones, only possible with bitmaps of over 4 M chunks, in a map.
+const DENSE_LIMIT: u64 = 1 << 22;
+
+/// Time-weighted samples of the on-disk dirty chunk count: time spent at each count.
 struct DirtyTimeline {
     last_t: u64,
     last_v: u64,
-    hist: HashMap<u64, u64>,
+    dense: Vec<u64>,
+    sparse: HashMap<u64, u64>,
     max: u64,
 }
 
@@ -338,8 +375,21 @@ impl DirtyTimeline {
         Self {
             last_t: t,
             last_v: v,
-            hist: HashMap::new(),
+            dense: Vec::new(),
+            sparse: HashMap::new(),
             max: v,
+        }
+    }
+    #[inline]
+    fn add(&mut self, v: u64, dt: u64) {
+        if v < DENSE_LIMIT {
+            let i = v as usize;
+            if i >= self.dense.len() {
+                self.dense.resize((i + 1).next_power_of_two().max(1024), 0);
+            }
+            self.dense[i] += dt;
+        } else {
+            *self.sparse.entry(v).or_default() += dt;
         }
     }
     #[inline]
@@ -349,7 +399,7 @@ impl DirtyTimeline {
         }
         let dt = t.saturating_sub(self.last_t);
         if dt > 0 {
-            *self.hist.entry(self.last_v).or_default() += dt;
+            self.add(self.last_v, dt);
         }
         self.last_t = self.last_t.max(t);
         self.last_v = v;
@@ -358,9 +408,15 @@ impl DirtyTimeline {
     /// (mean, p99, max) over `[start, end]`.
     fn finish(mut self, end: u64) -> (f64, u64, u64) {
         let dt = end.saturating_sub(self.last_t);
-        *self.hist.entry(self.last_v).or_default() += dt.max(1);
-        let mut v: Vec<(u64, u64)> = std::mem::take(&mut self.hist).into_iter().collect();
-        v.sort_unstable();
+        self.add(self.last_v, dt.max(1));
+        // (count, time) for every count held for a non-zero time, by count.
+        let mut sparse: Vec<(u64, u64)> = std::mem::take(&mut self.sparse).into_iter().collect();
+        sparse.sort_unstable();
+        let v: Vec<(u64, u64)> = (self.dense.iter().enumerate())
+            .filter(|&(_, &w)| w > 0)
+            .map(|(a, &w)| (a as u64, w))
+            .chain(sparse)
+            .collect();
         let total: u64 = v.iter().map(|x| x.1).sum();
         let mean = v.iter().map(|&(a, w)| a as f64 * w as f64).sum::<f64>() / total as f64;
         let target = (total as f64 * 0.99).ceil() as u64;
@@ -450,7 +506,16 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
         }};
     }
 
-    for &(t, step) in &input.steps {
+    // Steps ahead whose first chunk is prefetched: the counters of random writes are cache
+    // misses (the 4 KiB-chunk bitmap of a large array has tens of MiB of counters).
+    const LOOKAHEAD: usize = 16;
+    for (i, &(t, step)) in input.steps.iter().enumerate() {
+        if let Some(&(_, Step::Start { a, .. } | Step::End { a, .. })) =
+            input.steps.get(i + LOOKAHEAD)
+            && let Some(&(off, _)) = input.calls.get(a as usize)
+        {
+            bm.prefetch_chunk(off >> shift);
+        }
         // Timer wake-ups of the md thread due before this step.
         while bm.daemon_timeout().is_some() {
             let due = last_wake.saturating_add(input.sleep_ns + slack);
