@@ -1609,32 +1609,18 @@ impl Bitmap {
         self.config.daemon_sleep = daemon_sleep;
     }
 
-    /// A cache hint for a replayer that knows its next calls: asks the CPU to fetch `chunk`'s
-    /// counter and its cached and on-disk bitmap words (the page write after a first write
-    /// compares them) ahead of a start-/end-write on it. Changes no state.
+    /// A cache hint for a replayer that knows its next calls: touches `chunk`'s counter and
+    /// its cached and on-disk bitmap words (the page write after a first write compares them)
+    /// ahead of a start-/end-write on it, so that their cache misses overlap with the work in
+    /// between. A plain load (no `unsafe` prefetch intrinsic); changes no state.
     #[inline(always)]
     pub fn prefetch_chunk(&self, chunk: u64) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let w = (chunk.wrapping_add(self.sb_bits) >> 6) as usize;
-            if let (Some(c), Some(b), Some(d)) = (
-                self.counters.get(chunk as usize),
-                self.bits[CACHED].get(w),
-                self.bits[DISK].get(w),
-            ) {
-                // SAFETY: SSE is part of the x86_64 baseline (the only `#[target_feature]`
-                // requirement), and a prefetch is a hint: it never faults, reads no memory into
-                // the program and writes none; the pointers are to live elements anyway.
-                unsafe {
-                    _mm_prefetch::<_MM_HINT_T0>((c as *const u16).cast());
-                    _mm_prefetch::<_MM_HINT_T0>((b as *const u64).cast());
-                    _mm_prefetch::<_MM_HINT_T0>((d as *const u64).cast());
-                }
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = chunk;
+        let w = (chunk.wrapping_add(self.sb_bits) >> 6) as usize;
+        std::hint::black_box((
+            self.counters.get(chunk as usize).copied(),
+            self.bits[CACHED].get(w).copied(),
+            self.bits[DISK].get(w).copied(),
+        ));
     }
 
     /// The counter of `chunk` (0 past the last counter page). Chunks in
