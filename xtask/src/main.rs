@@ -229,12 +229,40 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+/// The test command builds the host crates, the eBPF object and a static guest binary (about 4 GiB
+/// of target/ on a clean clone). A full disk fails deep inside rustc, so say up front how much room there is.
+fn report_free_disk(repo: &std::path::Path) {
+    let out = Command::new("df").args(["-Pk"]).arg(repo).output();
+    let free_kib = out.ok().and_then(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| {
+                l.split_whitespace()
+                    .nth(3)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+    });
+    match free_kib {
+        Some(k) if k < 5 << 20 => eprintln!(
+            "xtask test: warning: only {:.1} GiB free on the build disk; the test command needs about 4 GiB",
+            k as f64 / (1 << 20) as f64
+        ),
+        Some(k) => eprintln!(
+            "xtask test: {:.1} GiB free on the build disk",
+            k as f64 / (1 << 20) as f64
+        ),
+        None => {}
+    }
+}
+
 fn run_tests(args: &[String]) -> Result<i32> {
     let t = Instant::now();
     if !setup::is_complete() {
         setup::run()?;
     }
     let repo = paths::repo_root();
+    report_free_disk(&repo);
     let check = |what: &str, args: &[&str]| -> Result<()> {
         let st = cargo().current_dir(&repo).args(args).status()?;
         if !st.success() {
