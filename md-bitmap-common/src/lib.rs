@@ -85,7 +85,10 @@ pub struct Record {
     pub cpu: u32,
     /// `bpf_ktime_get_ns()` at the event (CLOCK_MONOTONIC).
     pub ts_ns: u64,
-    /// Block device (`major << 20 | minor`) for tracepoints; 0 for kprobes.
+    /// Block device (`major << 20 | minor`) for tracepoints; 0 for kprobes, except end-write:
+    /// there, with [`MdLayout`] set, `1 + mddev->degraded` read at the call (0: not read). md's
+    /// end-write rule depends on it (≥6.14 and backports: degraded → NEEDED), and sysfs, polled,
+    /// can lag behind a member's failure.
     pub dev: u32,
     /// Thread id of the task the event fired in.
     pub tid: u32,
@@ -150,8 +153,8 @@ unsafe impl aya::Pod for BioLayout {}
 
 /// Byte offsets in md's structures (from md_mod's BTF, written by userspace into `MD_LAYOUT`;
 /// `valid == 0` means unknown and the programs read nothing). With it, the update-sb probe
-/// reports `mddev->events` (`args[1]`, with `args[2] = 1`) and the daemon's return probe reports
-/// `bitmap->daemon_lastrun`.
+/// reports `mddev->events` (`args[1]`, with `args[2] = 1`), the daemon's return probe reports
+/// `bitmap->daemon_lastrun`, and the end-write probe reports `mddev->degraded` (see [`Record::dev`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MdLayout {
@@ -165,12 +168,17 @@ pub struct MdLayout {
     pub mddev_bitmap: u32,
     /// `bitmap.daemon_lastrun` (unsigned long, jiffies).
     pub bitmap_daemon_lastrun: u32,
+    /// `mddev.degraded` (int).
+    pub mddev_degraded: u32,
+    /// Non-zero when the bitmap functions' first argument is a `struct mddev *` (6.12+) rather
+    /// than a `struct bitmap *`.
+    pub first_arg_is_mddev: u32,
     /// Padding (keeps the size a multiple of 8).
     pub pad: u32,
 }
 
 #[cfg(feature = "user")]
-// SAFETY: `MdLayout` is `repr(C)`, `Copy`, six u32 and no padding.
+// SAFETY: `MdLayout` is `repr(C)`, `Copy`, eight u32 and no padding.
 unsafe impl aya::Pod for MdLayout {}
 
 /// Largest kernel read one [`PeekRequest`] can ask for (one page of bitmap counters).

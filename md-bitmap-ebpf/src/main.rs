@@ -87,7 +87,6 @@ macro_rules! bitmap_kprobe {
 }
 
 bitmap_kprobe!(md_start_write, RecordKind::StartWrite);
-bitmap_kprobe!(md_end_write, RecordKind::EndWrite);
 bitmap_kprobe!(md_start_sync, RecordKind::StartSync);
 bitmap_kprobe!(md_end_sync, RecordKind::EndSync);
 bitmap_kprobe!(md_close_sync, RecordKind::CloseSync);
@@ -97,6 +96,30 @@ bitmap_kprobe!(md_unplug, RecordKind::Unplug);
 /// md structure offsets (from md_mod's BTF, set by userspace).
 #[map]
 static MD_LAYOUT: Array<MdLayout> = Array::with_max_entries(1, 0);
+
+/// End-write. With [`MdLayout`] it also reports `mddev->degraded` at the call, as `dev = 1 +
+/// degraded`: ≥6.14 kernels (and backports) make a chunk NEEDED when the write ends while the
+/// array is degraded, and userspace's view of sysfs can lag behind a member's failure.
+#[kprobe]
+pub fn md_end_write(ctx: ProbeContext) -> u32 {
+    let args = probe_args(&ctx);
+    let mut dev = 0;
+    if let Some(l) = MD_LAYOUT.get(0)
+        && l.valid != 0
+    {
+        let mddev: u64 = if l.first_arg_is_mddev != 0 {
+            args[0]
+        } else {
+            read_at(args[0], l.bitmap_mddev)
+        };
+        if mddev != 0 {
+            let degraded: u32 = read_at(mddev, l.mddev_degraded);
+            dev = degraded.saturating_add(1);
+        }
+    }
+    emit(RecordKind::EndWrite, dev, args);
+    0
+}
 
 /// The `struct mddev *` of each thread inside the bitmap daemon, for its return probe.
 #[map]

@@ -106,6 +106,7 @@ pub struct Agent {
     /// Drift at the previous reconciliation, per array (re-seed when it persists).
     prev_drift: std::collections::HashMap<String, u64>,
     last_maintain: Instant,
+    last_rescan: Instant,
     /// Decoded events drained but not yet applied (see [`Agent::verify`]).
     backlog: std::collections::VecDeque<FeedEvent>,
     event_log: Option<Box<dyn std::io::Write + Send>>,
@@ -183,6 +184,10 @@ fn state_diffs(bm: &crate::engine::Bitmap, k: &crate::feed::kstate::KernelBitmap
     v
 }
 
+/// How often [`Agent::maintain`] re-reads sysfs between reconciliations: member failures,
+/// `degraded` and sync progress show up within this.
+pub const RESCAN_EVERY: Duration = Duration::from_secs(1);
+
 /// How long [`Agent::wait`] lets events gather after the first one wakes it: the mirror's lag
 /// against the agent's wake-ups. Measured under TCG on one vCPU (tests/kernel_overhead.rs):
 /// 1 ms gave a lag p50 of 1-1.5 ms and 0.25-0.32 of the IOPS without the agent; 10 ms a p50
@@ -203,7 +208,7 @@ impl Agent {
                 Err(e) => (None, Some(format!("{e:#}"))),
             };
         if let Some(r) = &kstate {
-            feed.set_md_layout(r.layout().for_ebpf())?;
+            feed.set_md_layout(r.layout().for_ebpf(abi.first_arg_is_mddev))?;
         }
         let mut agent = Agent {
             feed,
@@ -217,6 +222,7 @@ impl Agent {
             last_drops: 0,
             prev_drift: Default::default(),
             last_maintain: Instant::now(),
+            last_rescan: Instant::now(),
             backlog: Default::default(),
             event_log: None,
         };
@@ -547,12 +553,18 @@ impl Agent {
         Ok(())
     }
 
-    /// Rescans and reconciles when `every` has passed since the last time.
+    /// Rescans sysfs at least every [`RESCAN_EVERY`] (array and member states, `degraded`,
+    /// `sync_action`/`sync_completed`: sysfs reads only, no device I/O), and also reconciles with
+    /// the on-disk bitmaps when `every` has passed since the last time.
     pub fn maintain(&mut self, every: Duration) -> Result<()> {
         if self.last_maintain.elapsed() >= every {
             self.last_maintain = Instant::now();
+            self.last_rescan = Instant::now();
             self.rescan()?;
             self.reconcile()?;
+        } else if self.last_rescan.elapsed() >= RESCAN_EVERY {
+            self.last_rescan = Instant::now();
+            self.rescan()?;
         }
         Ok(())
     }

@@ -84,14 +84,17 @@ impl Layout {
 }
 
 impl Layout {
-    /// The offsets the eBPF programs read md's structures with.
-    pub fn for_ebpf(&self) -> md_bitmap_common::MdLayout {
+    /// The offsets the eBPF programs read md's structures with; `first_arg_is_mddev` as in
+    /// [`BitmapAbi`](super::symbols::BitmapAbi).
+    pub fn for_ebpf(&self, first_arg_is_mddev: bool) -> md_bitmap_common::MdLayout {
         md_bitmap_common::MdLayout {
             valid: 1,
             bitmap_mddev: self.bitmap_mddev,
             mddev_events: self.mddev_events,
             mddev_bitmap: self.mddev_bitmap,
             bitmap_daemon_lastrun: self.bitmap_daemon_lastrun,
+            mddev_degraded: self.mddev_degraded,
+            first_arg_is_mddev: first_arg_is_mddev.into(),
             pad: 0,
         }
     }

@@ -84,6 +84,9 @@ pub enum EventKind {
         success: Option<bool>,
         /// The `behind` argument (same kernels).
         behind: Option<bool>,
+        /// `mddev->degraded != 0` at the call, when the probe could read it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        degraded: Option<bool>,
     },
     /// Start-sync at `offset` (the kernel fills in the block count it covers).
     StartSync {
@@ -222,6 +225,7 @@ impl FeedEvent {
                 sectors: a[2],
                 success: (!plain).then_some(a[3] as u32 != 0),
                 behind: (!plain).then_some(a[4] as u32 != 0),
+                degraded: (rec.dev != 0).then_some(rec.dev > 1),
             },
             RecordKind::StartSync => EventKind::StartSync {
                 owner: a[0],

@@ -302,6 +302,7 @@ impl MirrorArray {
                 sectors,
                 success,
                 behind,
+                degraded: at_call,
                 ..
             } => {
                 let key = (*offset, *sectors);
@@ -322,7 +323,9 @@ impl MirrorArray {
                         *sectors,
                         success.unwrap_or(true),
                         behind.unwrap_or(false),
-                        degraded,
+                        // The kernel's own `mddev->degraded` at the call when the probe read
+                        // it; sysfs, polled, can lag behind a member's failure.
+                        at_call.unwrap_or(degraded),
                     );
                 }
                 self.health.events += 1;
@@ -498,7 +501,7 @@ impl MirrorArray {
                 sync_size_sectors: bm.geometry().sync_size(),
                 dirty_on_disk: bm.disk_dirty_ranges(),
                 needed: (self.seed == Some(Seed::Kernel))
-                    .then(|| bm.counter_ranges(|c: Counter| c.needed())),
+                    .then(|| bm.counter_ranges(|c: Counter| c.needed() || c.resync())),
                 events: bm.events(),
                 events_cleared: bm.events_cleared(),
             });
@@ -787,6 +790,7 @@ mod tests {
             sectors: 8,
             success: Some(true),
             behind: Some(false),
+            degraded: None,
         };
         m.apply(&ev(30, 101, end));
         // An event for an unknown owner is counted, not applied.
@@ -804,6 +808,44 @@ mod tests {
             ));
         }
         assert!(m.arrays["md0"].snapshot(60, 0).dirty_ranges.is_empty());
+    }
+
+    /// On ≥6.14 kernels (and backports) a write that ends while the array is degraded leaves its
+    /// chunk NEEDED. The probe's `mddev->degraded` at the call decides, not sysfs: the agent's
+    /// last sysfs poll can predate the member's failure (seen on 6.12.117: degraded writes right
+    /// after `mdadm --fail` were mirrored without NEEDED).
+    #[test]
+    fn degraded_at_the_end_write_call_wins_over_stale_sysfs() {
+        for (at_call, needed) in [(Some(true), 1), (Some(false), 0), (None, 0)] {
+            let mut a = MirrorArray::new(info());
+            a.bitmap_addr = Some(0xb17);
+            let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
+            a.seed(KernelVariant::V6_14, geo, &[], 1, 1, None);
+            assert_eq!(a.info.degraded, 0);
+            let mut m = Mirror::default();
+            m.insert(a);
+            let start = EventKind::StartWrite {
+                owner: 0xb17,
+                offset: 128,
+                sectors: 8,
+                behind: None,
+            };
+            let end = EventKind::EndWrite {
+                owner: 0xb17,
+                offset: 128,
+                sectors: 8,
+                success: None,
+                behind: None,
+                degraded: at_call,
+            };
+            m.apply(&ev(10, 100, start));
+            m.apply(&ev(20, 101, end));
+            let s = m.arrays["md0"].snapshot(30, 0);
+            assert_eq!(
+                s.counts.needed_chunks, needed,
+                "degraded at call {at_call:?}"
+            );
+        }
     }
 
     #[test]
@@ -827,6 +869,7 @@ mod tests {
             sectors: 8,
             success: Some(true),
             behind: Some(false),
+            degraded: None,
         };
         m.apply(&ev(1, 10, start));
         m.apply(&ev(2, 10, end));
@@ -895,6 +938,7 @@ mod tests {
                 sectors: 8,
                 success: Some(true),
                 behind: Some(false),
+                degraded: None,
             },
         ));
         let bm = m.arrays["md0"].bitmap.as_ref().unwrap();
@@ -973,6 +1017,7 @@ mod tests {
             sectors: 8,
             success: Some(true),
             behind: Some(false),
+            degraded: None,
         };
         // Thread 7 queues bio A (two stripes: start-writes at 0 and 8); thread 9 queues bio B
         // on stripe 0 too.
@@ -1049,6 +1094,7 @@ mod tests {
             sectors: 8,
             success: None,
             behind: None,
+            degraded: None,
         };
         // Two writes of the same range in flight; the first one's end-write event is lost.
         m.apply(&bio(1, false));
