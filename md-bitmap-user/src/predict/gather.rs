@@ -262,7 +262,7 @@ pub struct KernelNeeded {
 }
 
 impl KernelNeeded {
-    /// The NEEDED chunk ranges of `info`'s bitmap.
+    /// The chunk ranges of `info`'s bitmap that a sync would copy: NEEDED or RESYNC.
     pub fn needed(&mut self, info: &ArrayInfo) -> Result<Vec<Range<u64>>> {
         use crate::feed::{KernelSymbols, ebpf::Feed, kstate::KernelStateReader};
         let st = self.state.get_or_insert_with(|| {
@@ -280,7 +280,9 @@ impl KernelNeeded {
         let k = reader.read(feed, mddev)?;
         let mut out: Vec<Range<u64>> = Vec::new();
         for (c, v) in k.counters.iter().enumerate() {
-            if v & crate::engine::NEEDED_MASK != 0 {
+            // __bitmap_start_sync() syncs a chunk whose counter is NEEDED or RESYNC (a sync
+            // already started on it, e.g. ahead of a running recovery's checkpoint).
+            if v & (crate::engine::NEEDED_MASK | crate::engine::RESYNC_MASK) != 0 {
                 let c = c as u64;
                 match out.last_mut() {
                     Some(r) if r.end == c => r.end = c + 1,

@@ -66,7 +66,8 @@ pub struct BitmapInput {
     pub sync_size_sectors: u64,
     /// Chunks whose bit is set on disk (what `md_bitmap_init_from_disk` would load).
     pub dirty_on_disk: Vec<Range<u64>>,
-    /// Chunks NEEDED in the kernel's memory, when known (live mirror seeded from the kernel).
+    /// Chunks NEEDED or RESYNC in the kernel's memory (those `__bitmap_start_sync()` syncs), when
+    /// known (live mirror seeded from the kernel, or md's counters read through BPF).
     pub needed: Option<Vec<Range<u64>>>,
     /// Bitmap superblock `events`.
     pub events: u64,
