@@ -377,10 +377,8 @@ impl App {
                             "covers",
                             human_bytes(b.sync_size_sectors.saturating_mul(512)),
                         ));
-                        lines.push(kv(
-                            "daemon",
-                            format!("every {}s, {} {}", b.time_base_secs, b.metadata, b.location),
-                        ));
+                        lines.push(kv("daemon", format!("every {}s", b.time_base_secs)));
+                        lines.push(kv("location", format!("{} {}", b.metadata, b.location)));
                     }
                     None => lines.push(kv("bitmap", "none".into())),
                 }
