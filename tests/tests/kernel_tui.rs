@@ -1,7 +1,9 @@
 //! Real kernel (6.12): `md-bitmap tui` on a pty (tmux) inside the guest, on a RAID1 whose members
 //! are dm-delay devices, with a write workload. Screens are captured with `tmux capture-pane`:
 //! idle (all clean), while writes are held in flight by a 2 s write delay on one member, after
-//! they completed (dirty on disk), and after the bitmap daemon (time_base 2 s) cleared the bits.
+//! they completed (dirty on disk), and after the bitmap daemon (time_base 2 s) cleared the bits;
+//! then a member failed and removed, writes while degraded (NEEDED), and a throttled recovery after
+//! the member's re-add (RESYNC cells and the sync checkpoint), until all is clean again.
 //! Then the keys `s` (snapshot written), `?` (help) and `q` (quit, terminal restored), and a
 //! second TUI stopped with SIGTERM (terminal restored).
 //!
@@ -17,6 +19,8 @@ use xtask::kernels::Series;
 /// Written chunks (64 KiB bitmap chunks; one 4 KiB write at the start of each).
 const FIRST: u64 = 100;
 const COUNT: u64 = 10;
+/// Chunks written while md0 is degraded, then recovered when the member is re-added.
+const DEGRADED: std::ops::Range<u64> = 200..208;
 
 fn script() -> String {
     let mut s = String::new();
@@ -67,7 +71,7 @@ W=""
             c * 16
         );
     }
-    s += r#"
+    s += &r#"
 cap_when 1-inflight 'in flight [1-9]' 'in flight [1-9]'
 wait $W
 cap_when 2-dirty 'dirty [1-9]' 'in flight 0 '
@@ -76,6 +80,27 @@ echo 0.2 > /sys/block/md0/md/safe_mode_delay
 mdb_wait_clean md0 30 || echo 'md0 bits did not clear'
 sleep 1.5
 cap t 3-clean
+# A real recovery: d1 failed and removed, chunks written while degraded (NEEDED), then d1
+# re-added with the sync throttled so that its RESYNC chunks and checkpoint stay on screen.
+mdadm /dev/md0 --fail /dev/mapper/d1 >/dev/null 2>&1; mdadm /dev/md0 --remove /dev/mapper/d1 >/dev/null 2>&1 || exit 36
+for c in $(seq DFIRST DLAST); do dd if=/dev/urandom of=/dev/md0 bs=4096 count=1 seek=$((c*16)) oflag=direct 2>/dev/null; done
+cap_when 3a-degraded 'NEEDED/RESYNC *[1-9]' '1 missing'
+# Recovery writes to d1 take 400 ms each (and the sync is throttled) so that it lasts seconds.
+dmsetup suspend --noudevsync d1 && dmsetup reload d1 --table "0 $sz delay /dev/vdb 0 0 /dev/vdb 0 400" && dmsetup resume --noudevsync d1 || exit 38
+echo 1 > /sys/block/md0/md/sync_speed_min; echo 32 > /sys/block/md0/md/sync_speed_max
+mdadm /dev/md0 --re-add /dev/mapper/d1 >/dev/null 2>&1 || exit 37
+i=0
+while [ $i -lt 80 ]; do
+    sleep 0.4
+    [ "$(cat /sys/block/md0/md/sync_action)" = idle ] && [ $i -gt 2 ] && break
+    cap t sync-$i; i=$((i+1))
+done
+echo $i > /out/sync-frames
+echo system > /sys/block/md0/md/sync_speed_min; echo system > /sys/block/md0/md/sync_speed_max
+dmsetup suspend --noudevsync d1 && dmsetup reload d1 --table "0 $sz delay /dev/vdb 0 0" && dmsetup resume --noudevsync d1 || exit 39
+mdb_wait_clean md0 30 || echo 'md0 bits did not clear after the recovery'
+sleep 1.5
+cap t 3b-recovered
 tmux send-keys -t t s; sleep 1
 cap t 4-saved
 tmux send-keys -t t '?'; sleep 1
@@ -92,7 +117,9 @@ cap u 7-term
 tmux display -p -t u '#{alternate_on}' > /out/alt-after-term
 tmux kill-server
 ls /out
-"#;
+"#
+    .replace("DFIRST", &DEGRADED.start.to_string())
+    .replace("DLAST", &(DEGRADED.end - 1).to_string());
     s
 }
 
@@ -176,6 +203,74 @@ fn tui_shows_writes_land_and_bits_clear_on_6_12() {
 
     let clean = heat_cells(&screen("3-clean"));
     assert!(clean.chars().all(|c| c == '·'), "after the daemon: {clean}");
+
+    // Degraded writes: NEEDED cells exactly on the written chunks.
+    let deg = heat_cells(&screen("3a-degraded"));
+    eprintln!("--- 3a-degraded ---\n{}", screen("3a-degraded"));
+    let w = glyphs(&deg, DEGRADED);
+    assert_eq!(w, "!".repeat(DEGRADED.count()), "degraded writes: {w:?}");
+    for (i, c) in deg.chars().enumerate() {
+        if !DEGRADED.contains(&(i as u64)) {
+            assert_eq!(c, '·', "degraded: chunk {i} is {c:?}");
+        }
+    }
+    // ... and the side panel predicts the re-add's recovery from exactly those NEEDED chunks.
+    let want = format!("re-add slot 1   {} chunks", DEGRADED.count());
+    assert!(screen("3a-degraded").contains(&want), "no {want:?}");
+    // The recovery: RESYNC cells are only ever the NEEDED chunks, and at least one frame shows
+    // them; the sync checkpoint (`>`) is drawn while the recovery runs.
+    let frames: usize = r.out_file("sync-frames").unwrap().trim().parse().unwrap();
+    let (mut resync_seen, mut syncing_seen, mut ahead_seen) = (0, 0, 0);
+    for f in 0..frames {
+        let text = screen(&format!("sync-{f}"));
+        let cells = heat_cells(&text);
+        for (i, c) in cells.chars().enumerate() {
+            if c == 'R' {
+                assert!(
+                    DEGRADED.contains(&(i as u64)),
+                    "frame {f}: chunk {i} RESYNC"
+                );
+                resync_seen += 1;
+            }
+        }
+        if cells.contains('>') {
+            syncing_seen += 1;
+        }
+        // While RESYNC chunks lie ahead of the checkpoint, the running recovery has bytes left
+        // (the bitmap's NEEDED and RESYNC chunks past `sync_completed`).
+        if let (Some(p), Some(last_r)) = (cells.find('>'), cells.rfind('R'))
+            && last_r > p
+        {
+            let left = text
+                .lines()
+                .find_map(|l| l.split("││").nth(1).filter(|d| d.starts_with("recover ")))
+                .map(|d| d.trim_end_matches(['│', ' ']).to_string());
+            eprintln!("frame {f}: RESYNC ahead of the checkpoint, panel {left:?}");
+            assert!(
+                left.as_deref()
+                    .is_some_and(|l| l.ends_with(" left") && !l.contains(" 0 B")),
+                "frame {f}: {left:?}"
+            );
+            ahead_seen += 1;
+        }
+        if f == frames / 2 {
+            eprintln!("--- sync-{f} ---\n{text}");
+        }
+    }
+    eprintln!(
+        "recovery: {frames} frames, {resync_seen} RESYNC cells, {syncing_seen} frames with a checkpoint, {ahead_seen} with RESYNC ahead of it"
+    );
+    assert!(resync_seen > 0, "no RESYNC cell during the recovery");
+    assert!(
+        syncing_seen > 0,
+        "no sync checkpoint drawn during the recovery"
+    );
+    assert!(
+        ahead_seen > 0,
+        "no frame with RESYNC chunks ahead of the checkpoint"
+    );
+    let rec = heat_cells(&screen("3b-recovered"));
+    assert!(rec.chars().all(|c| c == '·'), "after the recovery: {rec}");
 
     assert!(screen("4-saved").contains("snapshot written to /out/md-bitmap-snapshot-"));
     let snap_file = std::fs::read_dir(&r.out_dir)
