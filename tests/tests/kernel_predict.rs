@@ -15,8 +15,8 @@
 //!   removed, and the old member, whose superblock events are now below events_cleared, is
 //!   offered back: `predict --device OLD` must say full recovery and why; `mdadm --re-add` must
 //!   be refused by the kernel (super_1_validate gives the device no role, add_new_disk returns
-//!   -EINVAL); `mdadm --add` is tried (mdadm refuses to turn an old member into a spare), then
-//!   the superblock is zeroed and the device added; frozen, stats, let go;
+//!   -EINVAL); `mdadm --add` follows (mdadm 4.2 adds it as a new member; should an mdadm
+//!   refuse, the superblock is zeroed and the device added); frozen, stats, let go;
 //! - no bitmap: md4 (raid1 ×2, 8 MiB per member) has its bitmap removed (`--grow
 //!   --bitmap=none`) and takes writes up to the kill: `predict` must say full resync;
 //! - crash mid-workload: md0 (raid1 ×2) and md1 (raid5 ×3) sit on dm-delay devices, are clean,
@@ -26,9 +26,9 @@
 //!   chunks, starting and ending inside chunks (raid1: chunk = array offset / 64 KiB; raid5 ×3
 //!   with 64 KiB chunks: one bitmap chunk = one 128 KiB row of data, whether md starts the
 //!   bitmap write per stripe, 6.1, or per bio rounded to whole stripes, 6.12), each logged
-//!   before it is issued, first into chunks from [0, 96) for 3 s; then the
-//!   writers move to chunks from [128, 228) and every member gets a 5 s write delay, so that writes
-//!   stay in flight for seconds; 3 s later `predict --json`; 3 s later the writers are stopped
+//!   before it is issued, first into chunks from [0, 96) until each array had 24 writes; then
+//!   the writers move to chunks from [128, 228) and every member gets a 5 s write delay, so
+//!   that writes stay in flight for seconds; 3 s later `predict --json`; 3 s later the writers are stopped
 //!   (SIGSTOP: no new write starts; the ones issued stay in flight in dm-delay) and their logs
 //!   saved; the last `watch` snapshot after the stop is kept; the guest is killed (sysrq b)
 //!   about 2 s later, with writes still in flight.
@@ -92,6 +92,8 @@ const NO_BITMAP_SPEED_MAX: u64 = 1024;
 const CRASH_SPEED_MAX: u64 = 320;
 /// dm-delay's write delay on md0's and md1's members in the last phase of the workload, ms.
 const WRITE_DELAY_MS: u64 = 5000;
+/// Writes each of md0 and md1 takes before the writers move on and the write delay starts.
+const FAST_WRITES: u32 = 24;
 /// Writers per array in the crash workload.
 const WRITERS: usize = 4;
 /// Each writer picks bitmap chunks in [base, base + SPAN): base 0, then SLOW_BASE.
@@ -290,9 +292,15 @@ fn boot1() -> String {
             );
         }
     }
-    s += "writer md4 0 16 & W=\"$W $!\"\n\
-          mark workload\n\
-          sleep 3\n";
+    // The fast phase lasts until each array has FAST_WRITES writes (at least 5 s, at most 60 s):
+    // the writers' pace under emulation varies with the host's load, the dirty set should not.
+    s += &format!(
+        "writer md4 0 16 & W=\"$W $!\"\n\
+         mark workload\n\
+         sleep 5; i=0\n\
+         while [ $(cat /tmp/wl-md0-* | wc -l) -lt {FAST_WRITES} ] || [ $(cat /tmp/wl-md1-* | wc -l) -lt {FAST_WRITES} ]; do \
+           sleep 0.2; i=$((i+1)); [ $i -lt 275 ] || {{ echo 'writers too slow'; exit 57; }}; done\n"
+    );
     s += &format!("setbase md0 {SLOW_BASE}; setbase md1 {SLOW_BASE}\n");
     for i in 0..DELAYED {
         s += &format!(
