@@ -26,12 +26,12 @@
 //!   chunks, starting and ending inside chunks (raid1: chunk = array offset / 64 KiB; raid5 ×3
 //!   with 64 KiB chunks: one bitmap chunk = one 128 KiB row of data, whether md starts the
 //!   bitmap write per stripe, 6.1, or per bio rounded to whole stripes, 6.12), each logged
-//!   before it is issued, first into chunks from [0, 96) until each array had 24 writes; then
+//!   before it is issued, first into chunks from [0, 96) until each array had 16 writes; then
 //!   the writers move to chunks from [128, 228) and every member gets a 5 s write delay, so
-//!   that writes stay in flight for seconds; 3 s later `predict --json`; 3 s later the writers are stopped
-//!   (SIGSTOP: no new write starts; the ones issued stay in flight in dm-delay) and their logs
-//!   saved; the last `watch` snapshot after the stop is kept; the guest is killed (sysrq b)
-//!   about 2 s later, with writes still in flight.
+//!   that writes stay in flight for seconds; 3 s later `predict --json`; 3 s later the
+//!   writers are stopped (SIGSTOP: no new write starts; the ones issued stay in flight in
+//!   dm-delay) and their logs saved; the last `watch` snapshot after the stop is kept; the
+//!   guest is killed (sysrq b) about 2 s later, with writes still in flight.
 //!
 //! Boot 2 (same disk files, no dm-delay): every member's bitmap is read with O_DIRECT before
 //! anything is assembled (what md_bitmap_init_from_disk will load); md0, md1, md4 are assembled
@@ -61,8 +61,8 @@
 //!   D ∪ F (a chunk with no write in flight had its bit written before its data).
 //!
 //! Speed limits are set in the guest (sync_speed_min 100, sync_speed_max 640 KiB/s; 320 for
-//! md0 and md1, 4096 for the full recoveries, 1024 for the no-bitmap resync) so that each sync takes
-//! several seconds and is throttled by md, not by the emulated disks.
+//! md0 and md1, 4096 for the full recoveries, 1024 for the no-bitmap resync) so that each sync
+//! takes several seconds and is throttled by md, not by the emulated disks.
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -93,7 +93,7 @@ const CRASH_SPEED_MAX: u64 = 320;
 /// dm-delay's write delay on md0's and md1's members in the last phase of the workload, ms.
 const WRITE_DELAY_MS: u64 = 5000;
 /// Writes each of md0 and md1 takes before the writers move on and the write delay starts.
-const FAST_WRITES: u32 = 24;
+const FAST_WRITES: u32 = 16;
 /// Writers per array in the crash workload.
 const WRITERS: usize = 4;
 /// Each writer picks bitmap chunks in [base, base + SPAN): base 0, then SLOW_BASE.
@@ -292,12 +292,12 @@ fn boot1() -> String {
             );
         }
     }
-    // The fast phase lasts until each array has FAST_WRITES writes (at least 5 s, at most 60 s):
+    // The fast phase lasts until each array has FAST_WRITES writes (at least 2 s, at most 60 s):
     // the writers' pace under emulation varies with the host's load, the dirty set should not.
     s += &format!(
         "writer md4 0 16 & W=\"$W $!\"\n\
          mark workload\n\
-         sleep 5; i=0\n\
+         sleep 2; i=0\n\
          while [ $(cat /tmp/wl-md0-* | wc -l) -lt {FAST_WRITES} ] || [ $(cat /tmp/wl-md1-* | wc -l) -lt {FAST_WRITES} ]; do \
            sleep 0.2; i=$((i+1)); [ $i -lt 275 ] || {{ echo 'writers too slow'; exit 57; }}; done\n"
     );
