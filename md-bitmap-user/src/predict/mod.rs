@@ -637,7 +637,7 @@ fn re_add(inp: &Inputs) -> Vec<Cost> {
                     c.name
                 )),
                 Some((true, ev, _)) if ev < b.events_cleared => Some(format!(
-                    "events out of range: {} has events {ev} < bitmap events_cleared {}, so super_1_validate does not set Bitmap_sync; it is added as a new member and recovered in full",
+                    "events out of range: {} has events {ev} < bitmap events_cleared {}: super_1_validate gives it no role (no Bitmap_sync), so mdadm --re-add is refused (add_new_disk: -EINVAL); it can only be added as a new member (mdadm --add; some mdadm versions want mdadm --zero-superblock first) and is recovered in full",
                     c.name, b.events_cleared
                 )),
                 _ => None,

@@ -263,6 +263,15 @@ fn a_wiped_or_too_old_device_is_recovered_in_full() {
     let old = with(Some((true, 10, Some(1))));
     assert_eq!(old.kind, CostKind::Full);
     assert!(old.reason.contains("events out of range"), "{}", old.reason);
+    // What the admin meets (seen on 6.1 and 6.12 in kernel_predict.rs): --re-add refused.
+    assert!(
+        old.reason.contains("--re-add is refused") && old.reason.contains("--zero-superblock"),
+        "{}",
+        old.reason
+    );
+    // super_1_validate: `ev1 < events_cleared` refuses; equal events are accepted.
+    assert_eq!(with(Some((true, 17, Some(1)))).kind, CostKind::Full);
+    assert_eq!(with(Some((true, 18, Some(1)))).kind, CostKind::Bitmap);
     let other = with(Some((false, 30, Some(1))));
     assert_eq!(other.kind, CostKind::Full);
     let ok = with(Some((true, 19, Some(1))));
