@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use md_bitmap::trace::{Trace, TraceEvent, TraceHeader, TraceLoss};
-use md_bitmap::tune::{DaemonMode, ReplayInput, ReplayOptions, replay_all};
+use md_bitmap::tune::{DaemonMode, ReplayInput, ReplayOptions, replay, replay_all};
 
 fn header() -> TraceHeader {
     TraceHeader {
@@ -87,6 +87,18 @@ fn synthetic(n: u64) -> Trace {
     }
 }
 
+/// CPU time consumed by this process so far (every thread).
+fn process_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes one timespec through the valid, exclusive pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID) failed");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
 fn main() {
     let n: u64 = std::env::var("TUNE_BENCH_WRITES")
         .ok()
@@ -102,9 +114,10 @@ fn main() {
         daemon: DaemonMode::Recorded,
         resync_bytes_per_sec: 200e6,
     };
-    let t1 = Instant::now();
+    let (t1, cpu1) = (Instant::now(), process_cpu());
     let res = replay_all(&input, &sizes, &opts, None).expect("replay");
     let secs = t1.elapsed().as_secs_f64();
+    let cpu = process_cpu() - cpu1;
     let rate = n as f64 * sizes.len() as f64 / secs;
     println!(
         "tune bench: {n} writes x {} chunk sizes on {} threads: replay {secs:.2} s = {:.1} M writes x sizes/s (trace mapping {prep:.2} s once)",
@@ -112,6 +125,26 @@ fn main() {
         rayon::current_num_threads(),
         rate / 1e6
     );
+    // On a shared machine the wall time includes waiting for a core: the CPU time says how
+    // much of the two cores the replay actually got.
+    println!(
+        "  CPU time {cpu:.2} s ({:.2} cores busy on average): {:.1} M writes x sizes per CPU-second",
+        cpu / secs,
+        n as f64 * sizes.len() as f64 / cpu / 1e6
+    );
+    if std::env::var_os("TUNE_BENCH_PER_SIZE").is_some() {
+        // Each size alone on one thread: where the time goes.
+        for &c in &sizes {
+            let t = Instant::now();
+            let r = replay(&input, c, &opts).expect("replay");
+            println!(
+                "  {:>9} B alone: {:.3} s ({} bits set)",
+                c,
+                t.elapsed().as_secs_f64(),
+                r.bits_set
+            );
+        }
+    }
     for r in &res {
         println!(
             "  {:>9} B: bits set {:>9}, page writes {:>9}, dirty avg {:>12.0} B, peak memory {:>10} B",

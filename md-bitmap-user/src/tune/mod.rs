@@ -75,7 +75,8 @@ pub struct TuneArgs {
     /// Replay only the first SECS seconds of the trace.
     #[arg(long, value_name = "SECS")]
     pub until: Option<f64>,
-    /// Show the trade-off curve and the table in the terminal (q or Esc quits).
+    /// Show the trade-off curve and the table in the terminal (the table's columns fit its
+    /// width; ↑/↓ scroll it on a short terminal; q or Esc quits).
     #[arg(long, conflicts_with = "json")]
     pub tui: bool,
     /// Hide the progress bar.
