@@ -22,8 +22,8 @@
 //! One vCPU is the worst case: everything competes for it. With the agent's user-space work on
 //! another core, the writer pays the `bpf` part only, so `bpf/off` is that figure.
 //!
-//! Printed: the IOPS of every round, the medians of each mode, the ratios `on/off` (target
-//! >= 0.97; printed, not asserted) and `bpf/off`, the extra time per write of each side, and the
+//! Printed: the IOPS of every round, the medians of each mode, the ratios `on/off` (target at
+//! least 0.97; printed, not asserted) and `bpf/off`, the extra time per write of each side, and the
 //! mirror's lag from kernel event (BPF ktime in each record) to engine update, p50 and p99,
 //! from `feed.lag_p50_us` / `feed.lag_p99_us` of the last snapshot before each agent was
 //! stopped. Also printed: /sys/kernel/debug/kprobes/list while attached (`[FTRACE]` marks
