@@ -197,16 +197,22 @@ fn read_at<T: Copy + Default>(base: u64, off: u32) -> T {
     unsafe { bpf_probe_read_kernel_t::<T>((base + off as u64) as *const T).unwrap_or_default() }
 }
 
-/// (dev, sector, sectors, opf, status) of a bio.
+/// The device (kernel `dev_t`) a bio is on: two reads, so that bios of devices nobody watches
+/// (the members below md, every other disk) cost no more than this and a map lookup.
 #[inline(always)]
-fn bio_facts(l: &BioLayout, bio: u64) -> (u32, u64, u64, u64, u64) {
+fn bio_dev(l: &BioLayout, bio: u64) -> u32 {
     let bdev: u64 = read_at(bio, l.bi_bdev);
-    let dev: u32 = read_at(bdev, l.bd_dev);
+    read_at(bdev, l.bd_dev)
+}
+
+/// (sector, sectors, opf, status) of a bio.
+#[inline(always)]
+fn bio_facts(l: &BioLayout, bio: u64) -> (u64, u64, u64, u64) {
     let sector: u64 = read_at(bio, l.bi_sector);
     let size: u32 = read_at(bio, l.bi_size);
     let opf: u32 = read_at(bio, l.bi_opf);
     let status: u8 = read_at(bio, l.bi_status);
-    (dev, sector, (size >> 9) as u64, opf as u64, status as u64)
+    (sector, (size >> 9) as u64, opf as u64, status as u64)
 }
 
 // Raw tracepoints, not classic ones: a classic tracepoint program holds the per-CPU
@@ -222,11 +228,12 @@ pub fn block_bio_queue(ctx: RawTracePointContext) -> u32 {
         return 0;
     }
     let bio: u64 = ctx.arg(0);
-    let (dev, sector, sectors, opf, _) = bio_facts(l, bio);
+    let dev = bio_dev(l, bio);
     if !watched(dev) {
         bump(Counter::Filtered);
         return 0;
     }
+    let (sector, sectors, opf, _) = bio_facts(l, bio);
     emit(RecordKind::BioQueue, dev, [sector, sectors, opf, 0, bio]);
     0
 }
@@ -239,11 +246,12 @@ pub fn block_bio_complete(ctx: RawTracePointContext) -> u32 {
         return 0;
     }
     let bio: u64 = ctx.arg(1);
-    let (dev, sector, sectors, opf, status) = bio_facts(l, bio);
+    let dev = bio_dev(l, bio);
     if !watched(dev) {
         bump(Counter::Filtered);
         return 0;
     }
+    let (sector, sectors, opf, status) = bio_facts(l, bio);
     emit(
         RecordKind::BioComplete,
         dev,
@@ -266,7 +274,8 @@ pub fn block_bio_remap(ctx: RawTracePointContext) -> u32 {
     }
     let from: u64 = ctx.arg(2);
     let bio: u64 = ctx.arg(0);
-    let (member, member_sector, sectors, opf, _) = bio_facts(l, bio);
+    let member = bio_dev(l, bio);
+    let (member_sector, sectors, opf, _) = bio_facts(l, bio);
     emit(
         RecordKind::BioRemap,
         old_dev,

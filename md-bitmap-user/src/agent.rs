@@ -201,7 +201,7 @@ impl Agent {
         let abi = BitmapAbi::resolve(&syms)?;
         let variant = variant_for(&abi);
         let mut feed = Feed::load()?;
-        feed.attach(&abi)?;
+        feed.attach_mirror(&abi)?;
         let (kstate, kstate_error) =
             match KernelStateReader::new(&syms).and_then(|r| feed.attach_peek().map(|_| r)) {
                 Ok(r) => (Some(r), None),
@@ -390,12 +390,32 @@ impl Agent {
         Ok(())
     }
 
-    /// Applies every event waiting in the ring buffer; returns how many.
+    /// Applies every event waiting in the ring buffer; returns how many. The lag of each event
+    /// is taken when the whole batch is applied (one clock read per batch, not per event; under
+    /// emulation the guest's clock may not be readable without a system call).
     pub fn poll(&mut self) -> Result<usize> {
         let now = monotonic_ns();
         let n = self.drain_to_backlog()?;
+        let mut applied: Vec<(Option<String>, u64)> = Vec::with_capacity(self.backlog.len());
         while let Some(ev) = self.backlog.pop_front() {
-            self.apply(&ev);
+            if let Some(w) = self.event_log.as_mut() {
+                let _ = serde_json::to_writer(&mut *w, &ev);
+                let _ = w.write_all(b"\n");
+            }
+            applied.push((self.mirror.apply(&ev), ev.ts_ns));
+        }
+        let done = monotonic_ns();
+        let mut last: Option<(&str, &mut MirrorArray)> = None;
+        for (name, ts) in &applied {
+            let Some(name) = name.as_deref() else {
+                continue;
+            };
+            if last.as_ref().is_none_or(|(l, _)| *l != name) {
+                last = self.mirror.arrays.get_mut(name).map(|a| (name, a));
+            }
+            if let Some((_, a)) = last.as_mut() {
+                a.record_lag(*ts, done);
+            }
         }
         // Every event stamped before `now` is applied: due raid4/5/6 repairs need not wait for
         // the array's next event.

@@ -1,26 +1,54 @@
-//! Real kernels: what the live mirror costs (issue #4.5). A raid1 on two brd RAM disks takes
-//! rounds of 4 KiB O_DIRECT writes (GNU dd, one process, the same 12 MiB each round), alternately with and
-//! without `md-bitmap watch` attached (ABBA order, so drift in the host's load falls on both
-//! sides), after one warm-up round. Printed: the IOPS of each round, the IOPS ratio with/without
-//! (target >= 0.97; printed, not asserted: a shared host makes timings noisy) and the mirror's
-//! lag from kernel event (BPF ktime in each record) to engine update, p50 and p99, as the agent
-//! reports it in `feed.lag_p50_us` / `feed.lag_p99_us`. The guest has one vCPU (see [`run`]).
+//! Real kernels: what the live mirror costs (issue #4.5), and where the cost goes. A raid1 on two
+//! brd RAM disks takes rounds of 4 KiB O_DIRECT writes (GNU dd, one process, the same [`N`]
+//! writes each round) in three modes, alternating within one boot:
 //!
-//! Asserted (sanity only): every round ran and timed its writes; every attached round's mirror
-//! applied at least one start-write and one end-write per write, and reported its lag.
+//! - `off`: no agent;
+//! - `on`: the full agent (`md-bitmap watch`);
+//! - `bpf`: the same agent right after its `on` round, stopped with SIGSTOP: the kernel runs
+//!   every program and fills the ring buffer while nobody consumes it (the agent is continued
+//!   afterwards and must have applied both rounds' records without a drop).
+//!
+//! `bpf`/`off` is the cost of the kernel side (kprobes, tracepoints, BPF programs, ring buffer),
+//! `on`/`bpf` the cost of the agent in user space; the agent's own CPU time per event and its
+//! wake-ups (from /proc, around each `on` round) are printed beside them. Each mode runs
+//! [`CYCLES`] rounds, a cycle being `off` then the agent's two rounds, or the reverse,
+//! alternately, after one warm-up round.
+//!
+//! The guest runs with `-icount` (one vCPU; its clock advances 1 ns per emulated instruction and
+//! skips idle time), so IOPS, lag and CPU times are in emulated-instruction time and repeat to
+//! within 0.1-2 % between rounds. In real time the same rounds' IOPS varied 5x within one run on
+//! the shared host (and on two MTTCG vCPUs the agent's wake-ups, keeping the vCPU md's thread
+//! wakes on from halting, made writes faster, not slower), so those figures measured the host.
+//! One vCPU is the worst case: everything competes for it. With the agent's user-space work on
+//! another core, the writer pays the `bpf` part only, so `bpf/off` is that figure.
+//!
+//! Printed: the IOPS of every round, the medians of each mode, the ratios `on/off` (target at
+//! least 0.97; printed, not asserted) and `bpf/off`, the extra time per write of each side, and the
+//! mirror's lag from kernel event (BPF ktime in each record) to engine update, p50 and p99,
+//! from `feed.lag_p50_us` / `feed.lag_p99_us` of the last snapshot before each agent was
+//! stopped. Also printed: /sys/kernel/debug/kprobes/list while attached (`[FTRACE]` marks
+//! kprobes that ride ftrace rather than an int3 trap) and the guest's clocksource.
+//!
+//! Asserted (sanity only): every round ran and timed its writes; every `on` round's mirror
+//! applied at least one start-write and one end-write per write and reported its lag; after its
+//! `bpf` round the agent applied the records of both rounds without drops.
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tests::*;
 use xtask::kernels::Series;
 
 /// Writes per round.
-const N: u64 = 3000;
-/// Measured rounds (half of them attached), after one warm-up round.
-const ROUNDS: usize = 12;
+const N: u64 = 2000;
+/// Rounds of each mode per configuration.
+const CYCLES: usize = 3;
+/// The configurations, in the order they run.
+const CONFIGS: [&str; 1] = ["1cpu"];
 
-/// Round `r` (1-based) runs attached in ABBA order: off, on, on, off, off, on, ...
-fn attached(r: usize) -> bool {
-    matches!(r % 4, 2 | 3)
+/// The order of a cycle: `off` then the agent (its `on` round, then its `bpf` round), or the
+/// reverse, alternately.
+fn off_first(cycle: usize) -> bool {
+    cycle.is_multiple_of(2)
 }
 
 fn script() -> String {
@@ -34,26 +62,52 @@ fn script() -> String {
         .delay_secs(60)
         .create_script(&["/dev/ram0".into(), "/dev/ram1".into()]);
     s += "mdb_wait_sync md0\n";
+    s +=
+        "cat /sys/devices/system/clocksource/clocksource0/current_clocksource > /out/clocksource\n";
     s += &format!(
         r#"round() {{
-    /usr/local/bin/dd if=/dev/zero of=/dev/md0 bs=4096 count={N} oflag=direct 2>/tmp/dd.err || {{ cat /tmp/dd.err; exit 31; }}
-    echo "$1 $2 $(sed -n 's/.* copied, \([0-9.e-]*\) s,.*/\1/p' /tmp/dd.err)" >> /out/rounds
+    taskset -c 0 /usr/local/bin/dd if=/dev/zero of=/dev/md0 bs=4096 count={N} oflag=direct 2>/tmp/dd.err || {{ cat /tmp/dd.err; exit 31; }}
+    echo "$CFG $1 $2 $(sed -n 's/.* copied, \([0-9.e-]*\) s,.*/\1/p' /tmp/dd.err)" >> /out/rounds
+}}
+usage() {{
+    echo "$(awk '{{print $14 + $15}}' /proc/$A/stat) $(awk '/^voluntary_ctxt_switches/{{print $2}}' /proc/$A/status)"
+}}
+# One agent per cycle: its `on` round, then (SIGSTOP) its `bpf` round.
+agent() {{
+    taskset -c $ACPU md-bitmap watch --ndjson --interval 1 --ready-file /tmp/wr$1 > /out/watch$1.ndjson 2>/out/watch$1.err &
+    A=$!
+    i=0; while [ ! -e /tmp/wr$1 ] && [ $i -lt 900 ]; do kill -0 $A || {{ cat /out/watch$1.err; exit 32; }}; sleep 0.1; i=$((i+1)); done
+    [ -e /out/kprobes ] || cat /sys/kernel/debug/kprobes/list > /out/kprobes 2>&1
+    sleep 0.5
+    u0=$(usage)
+    round $1 on
+    u1=$(usage)
+    echo "$CFG $1 $u0 $u1" >> /out/agentcpu
+    sleep 1.5
+    wc -l < /out/watch$1.ndjson > /out/onlines$1
+    kill -STOP $A; sleep 0.2
+    round $1 bpf
+    kill -CONT $A; sleep 2
+    kill -INT $A; wait $A || {{ cat /out/watch$1.err; exit 33; }}
+}}
+off() {{
+    sleep 0.5; round $1 off; sleep 0.5
 }}
 "#
     );
-    s += "round 0 warmup\n";
-    for r in 1..=ROUNDS {
-        if attached(r) {
-            s += &format!(
-                "md-bitmap watch --ndjson --interval 1 --ready-file /tmp/wr{r} > /out/watch{r}.ndjson 2>/out/watch{r}.err &\nA=$!\n\
-                 i=0; while [ ! -e /tmp/wr{r} ] && [ $i -lt 600 ]; do kill -0 $A || {{ cat /out/watch{r}.err; exit 32; }}; sleep 0.1; i=$((i+1)); done\n\
-                 sleep 0.5\nround {r} on\nsleep 0.5\nkill -INT $A; wait $A || {{ cat /out/watch{r}.err; exit 33; }}\n"
-            );
-        } else {
-            s += &format!("sleep 0.5\nround {r} off\nsleep 0.5\n");
+    for cfg in CONFIGS {
+        s += &format!("CFG={cfg}\nACPU=0\n");
+        s += &format!("round {cfg}-0 warmup\n");
+        for c in 0..CYCLES {
+            let id = format!("{cfg}-{}", c + 1);
+            if off_first(c) {
+                s += &format!("off {id}\nagent {id}\n");
+            } else {
+                s += &format!("agent {id}\noff {id}\n");
+            }
         }
     }
-    s += "cat /out/rounds\n";
+    s += "cat /out/rounds /out/agentcpu\n";
     s
 }
 
@@ -67,81 +121,154 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// What one configuration's rounds measured.
+#[derive(Default)]
+struct Modes {
+    /// IOPS per mode.
+    iops: BTreeMap<String, Vec<f64>>,
+    /// (p50, p99) of each `on` round's lag, in microseconds.
+    lag: Vec<(u64, u64)>,
+    /// Agent CPU time (ms) per `on` round and the events it applied.
+    cpu: Vec<(f64, u64)>,
+}
+
+fn feed_of(v: &serde_json::Value) -> &serde_json::Value {
+    &v["arrays"][0]["feed"]
+}
+
 fn run(series: Series) {
     let dir = work_dir("overhead", series);
     let mut vm = Vm::new(series, &dir, &[]).unwrap();
-    // One vCPU. With two, the rounds with the agent ran 3-4x faster (6.1: 551 against 185 IOPS;
-    // 6.12: 882 against 208): every raid1 write waits for md's thread to submit it after the
-    // bitmap unplug, waking it on the other, halted TCG vCPU takes milliseconds, and the agent's
-    // own wake-ups kept that vCPU awake. On one vCPU the wake-up stays on the CPU, and the
-    // agent's work (BPF programs and the user-space mirror) competes with the writes for it.
     vm.cpus = 1;
-    let payload = Payload::script(script()).timeout(Duration::from_secs(400));
+    // Guest time counts emulated instructions (1 ns each), not the shared host's time: with
+    // real time the same round's IOPS varied 5x between rounds of one run.
+    vm.icount_shift = Some(0);
+    let payload = Payload::script(script()).timeout(Duration::from_secs(900));
     let r = vm.run(&payload).unwrap();
     r.expect_success().unwrap();
-    let rounds = r.out_file("rounds").unwrap();
-    let mut on = Vec::new();
-    let mut off = Vec::new();
-    for line in rounds.lines() {
+    let rel = r.release.clone();
+    eprintln!(
+        "kernel {rel}: VM {:.0} s (boot {:.0} s)",
+        r.total_secs, r.boot_secs
+    );
+    if let Ok(c) = r.out_file("clocksource") {
+        eprintln!("kernel {rel}: clocksource {}", c.trim());
+    }
+    if let Ok(k) = r.out_file("kprobes") {
+        for l in k.lines() {
+            eprintln!("kernel {rel} kprobes/list: {l}");
+        }
+    }
+    let mut by_cfg: BTreeMap<String, Modes> = BTreeMap::new();
+    // Agent CPU ticks (USER_HZ = 100) and voluntary context switches around each `on` round.
+    let mut usage: BTreeMap<String, (f64, u64)> = BTreeMap::new();
+    for line in r.out_file("agentcpu").unwrap().lines() {
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .skip(2)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        assert_eq!(f.len(), 4, "{rel}: bad agentcpu line {line:?}");
+        let id = line.split_whitespace().nth(1).unwrap().to_string();
+        usage.insert(id, ((f[2] - f[0]) as f64 * 10.0, f[3] - f[1]));
+    }
+    for line in r.out_file("rounds").unwrap().lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(f.len(), 3, "{}: bad round line {line:?}", r.release);
-        let secs: f64 = f[2].parse().unwrap();
-        assert!(secs > 0.0, "{}: round {line:?}", r.release);
+        assert_eq!(f.len(), 4, "{rel}: bad round line {line:?}");
+        let secs: f64 = f[3].parse().unwrap();
+        assert!(secs > 0.0, "{rel}: round {line:?}");
         let iops = N as f64 / secs;
         eprintln!(
-            "kernel {} round {} {}: {iops:.0} IOPS",
-            r.release, f[0], f[1]
+            "kernel {rel} {} round {} {}: {iops:.0} IOPS",
+            f[0], f[1], f[2]
         );
-        match f[1] {
-            "on" => on.push((f[0].parse::<usize>().unwrap(), iops)),
-            "off" => off.push(iops),
+        if f[2] == "warmup" {
+            continue;
+        }
+        let m = by_cfg.entry(f[0].to_string()).or_default();
+        m.iops.entry(f[2].to_string()).or_default().push(iops);
+        let id = f[1];
+        match f[2] {
+            "on" => {
+                // The last snapshot printed before the agent was stopped covers the `on` round.
+                let w = ndjson(&r.out_file(&format!("watch{id}.ndjson")).unwrap());
+                let n: usize = r
+                    .out_file(&format!("onlines{id}"))
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
+                let last = w[..n.min(w.len())]
+                    .iter()
+                    .rev()
+                    .find(|v| v["arrays"].is_array())
+                    .expect("watch printed no snapshot during the on round");
+                let feed = feed_of(last);
+                let events = feed["events"].as_u64().unwrap();
+                let (p50, p99) = (
+                    feed["lag_p50_us"].as_u64().expect("no lag_p50_us"),
+                    feed["lag_p99_us"].as_u64().expect("no lag_p99_us"),
+                );
+                assert!(
+                    events >= 2 * N && p50 <= p99,
+                    "{rel} round {id}: the mirror applied {events} bitmap events for {N} writes"
+                );
+                let (cpu_ms, wakeups) = usage[id];
+                eprintln!(
+                    "kernel {rel} round {id}: {events} events, lag p50 {p50} us, p99 {p99} us; agent CPU {cpu_ms:.0} ms ({:.0} us per event), {wakeups} wake-ups",
+                    cpu_ms * 1000.0 / events as f64
+                );
+                m.lag.push((p50, p99));
+                m.cpu.push((cpu_ms, events));
+            }
+            "bpf" => {
+                // Continued after its stopped round: the records of both rounds, none dropped.
+                let w = ndjson(&r.out_file(&format!("watch{id}.ndjson")).unwrap());
+                let last = w
+                    .iter()
+                    .rev()
+                    .find(|v| v["arrays"].is_array())
+                    .expect("watch printed no snapshot");
+                let feed = feed_of(last);
+                let events = feed["events"].as_u64().unwrap();
+                let drops = feed["drops"].as_u64().unwrap_or(u64::MAX);
+                assert!(
+                    events >= 4 * N && drops == 0,
+                    "{rel} round {id}: {events} bitmap events for 2x{N} writes, {drops} drops"
+                );
+            }
             _ => {}
         }
     }
-    assert_eq!(
-        (on.len(), off.len()),
-        (ROUNDS / 2, ROUNDS / 2),
-        "{}",
-        r.release
-    );
-    let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
-    for (round, _) in &on {
-        let w = ndjson(&r.out_file(&format!("watch{round}.ndjson")).unwrap());
-        let last = w.last().expect("watch printed nothing");
-        let a = &last["arrays"][0];
-        let feed = &a["feed"];
-        let events = feed["events"].as_u64().unwrap();
-        assert!(
-            events >= 2 * N,
-            "{} round {round}: the mirror applied {events} bitmap events for {N} writes",
-            r.release
+    for cfg in CONFIGS {
+        let m = &by_cfg[cfg];
+        let med = |mode: &str| {
+            let v = &m.iops[mode];
+            assert_eq!(v.len(), CYCLES, "{rel} {cfg} {mode}");
+            median(v.clone())
+        };
+        let (off, bpf, on) = (med("off"), med("bpf"), med("on"));
+        // Time per write, microseconds.
+        let us = |iops: f64| 1e6 / iops;
+        let p50 = median(m.lag.iter().map(|l| l.0 as f64).collect());
+        let p99 = m.lag.iter().map(|l| l.1).max().unwrap();
+        let cpu_per_event = median(
+            m.cpu
+                .iter()
+                .map(|(ms, ev)| ms * 1000.0 / *ev as f64)
+                .collect(),
         );
-        let (p50, p99) = (
-            feed["lag_p50_us"].as_u64().expect("no lag_p50_us"),
-            feed["lag_p99_us"].as_u64().expect("no lag_p99_us"),
-        );
-        assert!(p50 <= p99);
         eprintln!(
-            "kernel {} round {round}: {events} events, drops {}, lag p50 {p50} us, p99 {p99} us",
-            r.release, feed["drops"]
+            "kernel {rel} {cfg}: median IOPS off {off:.0}, bpf {bpf:.0}, on {on:.0}; ratio on/off {:.3}, bpf/off {:.3}; \
+             per write {:.0} us, {:+.0} us kernel side (BPF), {:+.0} us user space; agent CPU {cpu_per_event:.0} us per event (median); \
+             lag p50 {p50:.0} us (median over rounds), p99 {p99} us (worst round)",
+            on / off,
+            bpf / off,
+            us(off),
+            us(bpf) - us(off),
+            us(on) - us(bpf),
         );
-        p50s.push(p50 as f64);
-        p99s.push(p99 as f64);
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let on_iops: Vec<f64> = on.iter().map(|x| x.1).collect();
-    eprintln!(
-        "kernel {}: IOPS with the agent {:.0} (median {:.0}), without {:.0} (median {:.0}); ratio {:.3} (medians {:.3}); lag p50 {:.0} us (median over rounds), p99 {:.0} us (worst round)",
-        r.release,
-        mean(&on_iops),
-        median(on_iops.clone()),
-        mean(&off),
-        median(off.clone()),
-        mean(&on_iops) / mean(&off),
-        median(on_iops) / median(off),
-        median(p50s),
-        p99s.iter().copied().fold(0.0, f64::max),
-    );
     cleanup(&dir);
 }
 

@@ -186,6 +186,10 @@ pub struct Vm {
     pub cpus: u32,
     /// How the data disks are attached.
     pub bus: Bus,
+    /// Deterministic instruction counting (`-icount shift=N,sleep=off`): the guest's clock
+    /// advances 2^N ns per emulated instruction and jumps over idle time, so guest timings
+    /// measure emulated work, not the host's load (one host thread runs every vCPU in turn).
+    pub icount_shift: Option<u32>,
 }
 
 /// How data disks are attached to the guest.
@@ -232,6 +236,7 @@ impl Vm {
             memory_mib: 1024,
             cpus: 2,
             bus,
+            icount_shift: None,
         })
     }
 
@@ -434,8 +439,11 @@ impl Vm {
         cmd.args(["-accel", "tcg", "-cpu", "max", "-nic", "none", "-no-reboot"])
             .args(["-display", "none", "-monitor", "none"])
             .args(["-m", &self.memory_mib.to_string()])
-            .args(["-smp", &self.cpus.to_string()])
-            .arg("-kernel")
+            .args(["-smp", &self.cpus.to_string()]);
+        if let Some(shift) = self.icount_shift {
+            cmd.args(["-icount", &format!("shift={shift},sleep=off")]);
+        }
+        cmd.arg("-kernel")
             .arg(self.kernel.vmlinuz())
             .arg("-initrd")
             .arg(&initrd)

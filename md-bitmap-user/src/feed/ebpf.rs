@@ -97,6 +97,17 @@ impl Feed {
 
     /// Attaches kprobes to the bitmap functions named by `abi`, and the block tracepoints.
     pub fn attach(&mut self, abi: &BitmapAbi) -> Result<()> {
+        self.attach_with(abi, true)
+    }
+
+    /// As [`Feed::attach`] without `block_bio_remap`: the live mirror has no use for remaps
+    /// (member bios of md's writes, two per raid1 write), and every program run on the write
+    /// path is time taken from the writes.
+    pub fn attach_mirror(&mut self, abi: &BitmapAbi) -> Result<()> {
+        self.attach_with(abi, false)
+    }
+
+    fn attach_with(&mut self, abi: &BitmapAbi, remaps: bool) -> Result<()> {
         let mut probes: Vec<(&str, &str)> = vec![
             ("md_start_write", abi.start_write.as_str()),
             ("md_end_write", abi.end_write.as_str()),
@@ -148,7 +159,12 @@ impl Feed {
                 BpfArray::try_from(self.ebpf.map_mut("BIO_LAYOUT").context("no BIO_LAYOUT")?)?;
             m.set(0, layout, 0)?;
         }
-        for tp in ["block_bio_queue", "block_bio_complete", "block_bio_remap"] {
+        let tps: &[&str] = if remaps {
+            &["block_bio_queue", "block_bio_complete", "block_bio_remap"]
+        } else {
+            &["block_bio_queue", "block_bio_complete"]
+        };
+        for &tp in tps {
             let p: &mut RawTracePoint = self
                 .ebpf
                 .program_mut(tp)

@@ -1,4 +1,6 @@
 //! Decoding ring-buffer [`Record`]s into [`FeedEvent`]s for the running kernel's ABI.
+use std::borrow::Cow;
+
 use md_bitmap_common::{Record, RecordKind};
 use serde::Serialize;
 
@@ -45,16 +47,16 @@ impl std::fmt::Display for DevNum {
 
 /// The operation of a bio from its `bi_opf` (`REQ_OP_*` in the low 8 bits), as blktrace's
 /// rwbs letter: R(ead), W(rite), F(lush), D(iscard), Z (write zeroes), or N (other).
-fn rwbs(opf: u64) -> String {
-    match opf & 0xff {
+/// Borrowed, so that decoding a bio event allocates nothing.
+fn rwbs(opf: u64) -> Cow<'static, str> {
+    Cow::Borrowed(match opf & 0xff {
         0 => "R",
         1 => "W",
         2 => "F",
         3 => "D",
         9 => "Z",
         _ => "N",
-    }
-    .to_string()
+    })
 }
 
 /// What happened, decoded for the running kernel.
@@ -152,7 +154,7 @@ pub enum EventKind {
         /// Length in sectors.
         sectors: u64,
         /// The block layer's `rwbs` string.
-        rwbs: String,
+        rwbs: Cow<'static, str>,
         /// Kernel address of the `struct bio` (pairs its completion with it, and with the
         /// start-writes md made for it).
         #[serde(default)]
@@ -167,7 +169,7 @@ pub enum EventKind {
         /// Length in sectors.
         sectors: u64,
         /// `rwbs`.
-        rwbs: String,
+        rwbs: Cow<'static, str>,
         /// The bio's `bi_status` (0 on success).
         error: i32,
         /// Kernel address of the `struct bio`.
@@ -183,7 +185,7 @@ pub enum EventKind {
         /// Length in sectors.
         sectors: u64,
         /// `rwbs`.
-        rwbs: String,
+        rwbs: Cow<'static, str>,
         /// The member device.
         member: DevNum,
         /// Sector on the member.
