@@ -189,6 +189,12 @@ fn state_diffs(bm: &crate::engine::Bitmap, k: &crate::feed::kstate::KernelBitmap
 /// of 9 ms and 0.46.
 pub const BATCH: Duration = Duration::from_millis(10);
 
+/// Time between the kernel reads that complete a seed (see [`MirrorArray::settle_seed`]).
+pub const SEED_GUARD: Duration = Duration::from_nanos(crate::mirror::SEED_GUARD_NS);
+
+/// Kernel reads per [`Agent::settle_seeds`] call.
+pub const SETTLE_ROUNDS: u32 = 10;
+
 impl Agent {
     /// Starts the agent on every array (or those named in `filter`).
     pub fn start(filter: &[String]) -> Result<Self> {
@@ -247,7 +253,8 @@ impl Agent {
             a.bitmap = None;
             return Ok(());
         }
-        let disk = read_disk_bitmap(&a.info)?;
+        // The counters first, then the disk: a bit the disk still shows for a counter already
+        // 0 is then one md has yet to write (page PENDING), not one the mirror would keep.
         let kernel = match &self.kstate {
             Some(r) => {
                 let mddev = r.find_mddev(&mut self.feed, a.info.dev)?;
@@ -258,6 +265,7 @@ impl Agent {
             }
             None => None,
         };
+        let disk = read_disk_bitmap(&a.info)?;
         a.seed(
             self.variant,
             disk.geometry,
@@ -323,7 +331,71 @@ impl Agent {
                 }
                 self.mirror.insert(a);
             } else if let Some(a) = self.mirror.arrays.get_mut(&r.name) {
-                a.info = info;
+                a.set_info(info);
+            }
+        }
+        self.settle_seeds()
+    }
+
+    /// Applies every event stamped up to `ts_ns`; later ones wait in the backlog.
+    fn apply_until(&mut self, ts_ns: u64) -> Result<()> {
+        self.drain_to_backlog()?;
+        let mut later = std::collections::VecDeque::new();
+        while let Some(ev) = self.backlog.pop_front() {
+            if ev.ts_ns <= ts_ns {
+                self.apply(&ev);
+            } else {
+                later.push_back(ev);
+            }
+        }
+        self.backlog = later;
+        Ok(())
+    }
+
+    /// Completes the kernel seeds of arrays seeded since the last call
+    /// ([`MirrorArray::settle_seed`]): re-reads their counters [`SEED_GUARD`] apart until
+    /// every chunk was read at a quiet instant (at most [`SETTLE_ROUNDS`] reads per call; what
+    /// is left waits for the next call).
+    fn settle_seeds(&mut self) -> Result<()> {
+        let names: Vec<String> = self
+            .mirror
+            .arrays
+            .iter()
+            .filter(|(_, a)| a.seed_unsettled())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in names {
+            for round in 1..=SETTLE_ROUNDS {
+                std::thread::sleep(SEED_GUARD);
+                let (Some(r), Some(mddev)) = (
+                    self.kstate.as_ref(),
+                    self.mirror.arrays.get(&n).and_then(|a| a.mddev),
+                ) else {
+                    break;
+                };
+                let k = match r.read(&mut self.feed, mddev) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        tracing::debug!("{n}: settling the seed: {e:#}");
+                        break;
+                    }
+                };
+                self.apply_until(k.read_ts_ns)?;
+                let Some(a) = self.mirror.arrays.get_mut(&n) else {
+                    break;
+                };
+                a.settle(k.read_ts_ns);
+                match a.settle_seed(&k) {
+                    Some((fixed, left)) => {
+                        tracing::info!(
+                            "{n}: seed settle read {round}: {fixed} counters corrected, {left} chunks left"
+                        );
+                        if left == 0 {
+                            break;
+                        }
+                    }
+                    None => break,
+                }
             }
         }
         Ok(())
@@ -404,6 +476,7 @@ impl Agent {
     /// applied first, later ones wait. Then compares the mirrored on-disk bits with the real
     /// on-disk bitmap.
     pub fn verify(&mut self) -> Result<Vec<VerifyRecord>> {
+        self.settle_seeds()?;
         let names: Vec<String> = self.mirror.arrays.keys().cloned().collect();
         let mut out = Vec::new();
         for n in names {
@@ -544,7 +617,7 @@ impl Agent {
             }
             self.mirror.insert(a);
         }
-        Ok(())
+        self.settle_seeds()
     }
 
     /// Rescans and reconciles when `every` has passed since the last time.
