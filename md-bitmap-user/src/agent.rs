@@ -337,6 +337,22 @@ impl Agent {
         self.settle_seeds()
     }
 
+    /// Reads `mddev->degraded` of every mirrored array from the kernel (see
+    /// [`MirrorArray::degraded`]); an array whose read fails keeps its last value.
+    fn read_kernel_degraded(&mut self) {
+        let Some(r) = self.kstate.as_ref() else {
+            return;
+        };
+        for a in self.mirror.arrays.values_mut() {
+            if let Some(mddev) = a.mddev
+                && a.bitmap.is_some()
+                && let Ok(d) = r.read_degraded(&mut self.feed, mddev)
+            {
+                a.set_kernel_degraded(d > 0);
+            }
+        }
+    }
+
     /// Applies every event stamped up to `ts_ns`; later ones wait in the backlog.
     fn apply_until(&mut self, ts_ns: u64) -> Result<()> {
         self.drain_to_backlog()?;
@@ -460,6 +476,9 @@ impl Agent {
     pub fn poll(&mut self) -> Result<usize> {
         let now = monotonic_ns();
         let n = self.drain_to_backlog()?;
+        if !self.backlog.is_empty() {
+            self.read_kernel_degraded();
+        }
         while let Some(ev) = self.backlog.pop_front() {
             self.apply(&ev);
         }

@@ -120,6 +120,8 @@ pub struct MirrorArray {
     /// member) was seen since sysfs last said the array was whole (see
     /// [`degraded`](Self::degraded)).
     failed_end_write: bool,
+    /// `mddev->degraded != 0` as last read from the kernel (see [`degraded`](Self::degraded)).
+    kernel_degraded: Option<bool>,
 }
 
 impl MirrorArray {
@@ -150,6 +152,7 @@ impl MirrorArray {
             sync_run: false,
             recovery_write_alls: 0,
             failed_end_write: false,
+            kernel_degraded: None,
         }
     }
 
@@ -244,6 +247,7 @@ impl MirrorArray {
             self.seed_ts_ns = k.read_ts_ns;
             self.seed = Some(Seed::Kernel);
             self.seed_settle = Some(SeedSettle::default());
+            self.kernel_degraded = Some(k.degraded > 0);
         } else {
             self.seed = Some(Seed::OnDisk);
             self.seed_settle = None;
@@ -261,15 +265,27 @@ impl MirrorArray {
         self.bitmap = Some(bm);
     }
 
-    /// Whether `mddev->degraded` is non-zero as far as the mirror knows: sysfs at the last
-    /// rescan, or, since then, a failed end-write on raid1/raid10. md fails the member
-    /// (`raid1_error()`: `mddev->degraded++`) before that write's bitmap end-write, and the
-    /// end-write rule reads `mddev->degraded` (`md_bitmap_endwrite()`: `events_cleared` and
-    /// `need_sync` advance only on a whole array), so the rescan's view, up to one interval
-    /// old, would let the mirror set `need_sync` where md did not and keep a bit one daemon
-    /// pass longer than md.
+    /// Whether `mddev->degraded` is non-zero as far as the mirror knows. The end-write rule
+    /// reads it at each end-write (`md_bitmap_endwrite()`: `events_cleared`/`need_sync` advance
+    /// only on a whole array; on 6.14+ and backports such as Debian's 6.12, a degraded array
+    /// also sets NEEDED), and it flips when md fails a member (`raid1_error()`:
+    /// `mddev->degraded++`, before that write's end-write) or a recovery completes. sysfs at the
+    /// last rescan is up to one interval old, which made the mirror clear bits md kept (or
+    /// keep bits md cleared) after a failure or a re-add; so the agent reads the kernel's
+    /// value before it applies each batch of events ([`set_kernel_degraded`]
+    /// (Self::set_kernel_degraded)). Without it: sysfs, or a failed end-write (raid1/raid10
+    /// `R1BIO_Degraded`: the write missed a member) since the rescan.
     pub fn degraded(&self) -> bool {
-        self.info.degraded > 0 || self.failed_end_write
+        match self.kernel_degraded {
+            Some(d) => d || self.failed_end_write,
+            None => self.info.degraded > 0 || self.failed_end_write,
+        }
+    }
+
+    /// `mddev->degraded != 0`, read from the kernel just now.
+    pub fn set_kernel_degraded(&mut self, degraded: bool) {
+        self.kernel_degraded = Some(degraded);
+        self.failed_end_write = false;
     }
 
     /// Takes the array's sysfs state from a rescan.
