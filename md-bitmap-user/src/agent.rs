@@ -194,6 +194,12 @@ pub const RESCAN_EVERY: Duration = Duration::from_secs(1);
 /// of 9 ms and 0.46.
 pub const BATCH: Duration = Duration::from_millis(10);
 
+/// Time between the kernel reads that complete a seed (see [`MirrorArray::settle_seed`]).
+pub const SEED_GUARD: Duration = Duration::from_nanos(crate::mirror::SEED_GUARD_NS);
+
+/// Kernel reads per [`Agent::settle_seeds`] call.
+pub const SETTLE_ROUNDS: u32 = 10;
+
 impl Agent {
     /// Starts the agent on every array (or those named in `filter`).
     pub fn start(filter: &[String]) -> Result<Self> {
@@ -253,7 +259,8 @@ impl Agent {
             a.bitmap = None;
             return Ok(());
         }
-        let disk = read_disk_bitmap(&a.info)?;
+        // The counters first, then the disk: a bit the disk still shows for a counter already
+        // 0 is then one md has yet to write (page PENDING), not one the mirror would keep.
         let kernel = match &self.kstate {
             Some(r) => {
                 let mddev = r.find_mddev(&mut self.feed, a.info.dev)?;
@@ -264,6 +271,7 @@ impl Agent {
             }
             None => None,
         };
+        let disk = read_disk_bitmap(&a.info)?;
         a.seed(
             self.variant,
             disk.geometry,
@@ -329,7 +337,87 @@ impl Agent {
                 }
                 self.mirror.insert(a);
             } else if let Some(a) = self.mirror.arrays.get_mut(&r.name) {
-                a.info = info;
+                a.set_info(info);
+            }
+        }
+        self.settle_seeds()
+    }
+
+    /// Reads `mddev->degraded` of every mirrored array from the kernel (see
+    /// [`MirrorArray::degraded`]); an array whose read fails keeps its last value.
+    fn read_kernel_degraded(&mut self) {
+        let Some(r) = self.kstate.as_ref() else {
+            return;
+        };
+        for a in self.mirror.arrays.values_mut() {
+            if let Some(mddev) = a.mddev
+                && a.bitmap.is_some()
+                && let Ok(d) = r.read_degraded(&mut self.feed, mddev)
+            {
+                a.set_kernel_degraded(d > 0);
+            }
+        }
+    }
+
+    /// Applies every event stamped up to `ts_ns`; later ones wait in the backlog.
+    fn apply_until(&mut self, ts_ns: u64) -> Result<()> {
+        self.drain_to_backlog()?;
+        let mut later = std::collections::VecDeque::new();
+        while let Some(ev) = self.backlog.pop_front() {
+            if ev.ts_ns <= ts_ns {
+                self.apply(&ev);
+            } else {
+                later.push_back(ev);
+            }
+        }
+        self.backlog = later;
+        Ok(())
+    }
+
+    /// Completes the kernel seeds of arrays seeded since the last call
+    /// ([`MirrorArray::settle_seed`]): re-reads their counters [`SEED_GUARD`] apart until
+    /// every chunk was read at a quiet instant (at most [`SETTLE_ROUNDS`] reads per call; what
+    /// is left waits for the next call).
+    fn settle_seeds(&mut self) -> Result<()> {
+        let names: Vec<String> = self
+            .mirror
+            .arrays
+            .iter()
+            .filter(|(_, a)| a.seed_unsettled())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in names {
+            for round in 1..=SETTLE_ROUNDS {
+                std::thread::sleep(SEED_GUARD);
+                let (Some(r), Some(mddev)) = (
+                    self.kstate.as_ref(),
+                    self.mirror.arrays.get(&n).and_then(|a| a.mddev),
+                ) else {
+                    break;
+                };
+                let k = match r.read(&mut self.feed, mddev) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        tracing::debug!("{n}: settling the seed: {e:#}");
+                        break;
+                    }
+                };
+                self.apply_until(k.read_ts_ns)?;
+                let Some(a) = self.mirror.arrays.get_mut(&n) else {
+                    break;
+                };
+                a.settle(k.read_ts_ns);
+                match a.settle_seed(&k) {
+                    Some((fixed, left)) => {
+                        tracing::info!(
+                            "{n}: seed settle read {round}: {fixed} counters corrected, {left} chunks left"
+                        );
+                        if left == 0 {
+                            break;
+                        }
+                    }
+                    None => break,
+                }
             }
         }
         Ok(())
@@ -396,6 +484,9 @@ impl Agent {
     pub fn poll(&mut self) -> Result<usize> {
         let now = monotonic_ns();
         let n = self.drain_to_backlog()?;
+        if !self.backlog.is_empty() {
+            self.read_kernel_degraded();
+        }
         let mut applied: Vec<(Option<String>, u64)> = Vec::with_capacity(self.backlog.len());
         while let Some(ev) = self.backlog.pop_front() {
             if let Some(w) = self.event_log.as_mut() {
@@ -430,6 +521,7 @@ impl Agent {
     /// applied first, later ones wait. Then compares the mirrored on-disk bits with the real
     /// on-disk bitmap.
     pub fn verify(&mut self) -> Result<Vec<VerifyRecord>> {
+        self.settle_seeds()?;
         let names: Vec<String> = self.mirror.arrays.keys().cloned().collect();
         let mut out = Vec::new();
         for n in names {
@@ -570,7 +662,7 @@ impl Agent {
             }
             self.mirror.insert(a);
         }
-        Ok(())
+        self.settle_seeds()
     }
 
     /// Rescans sysfs at least every [`RESCAN_EVERY`] (array and member states, `degraded`,

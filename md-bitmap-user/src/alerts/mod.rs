@@ -212,6 +212,9 @@ pub struct ArrayInput {
     /// Writes in flight on the md device itself as the block layer counts them
     /// (`/sys/block/mdX/inflight`, md's own bio accounting), when readable.
     pub array_writes_in_flight: Option<u64>,
+    /// Members that are device-mapper devices: their `/dev/mapper` name and whether they are
+    /// suspended (`/sys/block/dm-N/dm/name`, `dm/suspended`; sysfs, no I/O to the device).
+    pub member_dm: Vec<DmMember>,
     /// Chunks whose counter is at `COUNTER_MAX`, half-open ranges.
     pub counter_max_ranges: Vec<[u64; 2]>,
     /// The kernel's `bitmap->flags`, when readable.
@@ -226,6 +229,7 @@ impl ArrayInput {
             oldest_write: None,
             oldest_bio: None,
             member_writes_in_flight: vec![],
+            member_dm: vec![],
             array_writes_in_flight: None,
             counter_max_ranges: vec![],
             kernel_bitmap_flags: None,
@@ -233,15 +237,62 @@ impl ArrayInput {
     }
 
     /// The member a stuck write most likely hangs on: the one member with writes in flight in
-    /// the block layer, when exactly one has (several or none: unknown).
+    /// the block layer, when exactly one has; else the one suspended device-mapper member (dm
+    /// queues bios to a suspended device before the block layer counts them in flight:
+    /// `dm_submit_bio()` defers them while `DMF_BLOCK_IO_FOR_SUSPEND` is set); else unknown.
     fn stuck_member(&self) -> Option<String> {
         let busy: Vec<&(String, u64)> = self
             .member_writes_in_flight
             .iter()
             .filter(|(_, n)| *n > 0)
             .collect();
-        (busy.len() == 1).then(|| busy[0].0.clone())
+        if busy.len() == 1 {
+            return Some(busy[0].0.clone());
+        }
+        let suspended: Vec<&DmMember> = self.member_dm.iter().filter(|d| d.suspended).collect();
+        (busy.is_empty() && suspended.len() == 1).then(|| suspended[0].name.clone())
     }
+
+    /// " (member dm-1 = /dev/mapper/d1, suspended)" for the alert message.
+    fn member_text(&self, m: Option<&str>) -> String {
+        let Some(m) = m else { return String::new() };
+        match self.member_dm.iter().find(|d| d.name == m) {
+            Some(d) => format!(
+                " (member {m}{}{})",
+                d.mapper
+                    .as_ref()
+                    .map(|n| format!(" = /dev/mapper/{n}"))
+                    .unwrap_or_default(),
+                if d.suspended { ", suspended" } else { "" }
+            ),
+            None => format!(" (member {m})"),
+        }
+    }
+}
+
+/// A member that is a device-mapper device.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DmMember {
+    /// Kernel name (`dm-1`).
+    pub name: String,
+    /// `/dev/mapper` name, when readable.
+    pub mapper: Option<String>,
+    /// `/sys/block/dm-N/dm/suspended` is 1.
+    pub suspended: bool,
+}
+
+/// The device-mapper facts of member `name` from sysfs (`None` if it is not a dm device).
+pub fn dm_member(name: &str) -> Option<DmMember> {
+    let dir = std::path::Path::new("/sys/block").join(name).join("dm");
+    let suspended = std::fs::read_to_string(dir.join("suspended")).ok()?;
+    Some(DmMember {
+        name: name.to_string(),
+        mapper: std::fs::read_to_string(dir.join("name"))
+            .ok()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty()),
+        suspended: suspended.trim() == "1",
+    })
 }
 
 /// A condition that holds now (before fire-once bookkeeping).
@@ -347,7 +398,7 @@ impl AlertEngine {
                     s.name,
                     chunks_text(w.chunks),
                     w.age_secs,
-                    member.map(|m| format!(" (member {m})")).unwrap_or_default()
+                    inp.member_text(member.as_deref())
                 ),
             });
         }
@@ -374,7 +425,7 @@ impl AlertEngine {
                     b.sectors[1].saturating_sub(1),
                     chunks_text(b.chunks),
                     b.age_secs,
-                    member.map(|m| format!(" (member {m})")).unwrap_or_default()
+                    inp.member_text(member.as_deref())
                 ),
             });
         }
@@ -610,6 +661,11 @@ pub fn inputs(
                 .members
                 .iter()
                 .filter_map(|m| member_writes_in_flight(&m.name).map(|n| (m.name.clone(), n)))
+                .collect();
+            inp.member_dm = s
+                .members
+                .iter()
+                .filter_map(|m| dm_member(&m.name))
                 .collect();
             if let Some(a) = agent.mirror.arrays.get(&s.name) {
                 let chunk_sectors = a

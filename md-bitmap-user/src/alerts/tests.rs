@@ -124,6 +124,35 @@ fn a_stuck_bio_names_the_member_only_when_one_is_busy() {
 }
 
 #[test]
+fn a_stuck_write_names_the_one_suspended_dm_member() {
+    let mut e = AlertEngine::new(Thresholds::default());
+    let mut inp = ArrayInput::from_snapshot(snap("md0"));
+    inp.oldest_write = Some(write(11.0));
+    // A suspended dm device defers bios before the block layer counts them.
+    inp.member_writes_in_flight = vec![("dm-0".into(), 0), ("dm-1".into(), 0)];
+    let dm = |n: &str, suspended| DmMember {
+        name: n.into(),
+        mapper: Some(format!("d{}", &n[3..])),
+        suspended,
+    };
+    inp.member_dm = vec![dm("dm-0", false), dm("dm-1", true)];
+    let evs = e.evaluate(1, &[inp.clone()]);
+    assert_eq!(evs[0].alert.member.as_deref(), Some("dm-1"));
+    assert!(
+        evs[0]
+            .alert
+            .message
+            .contains("(member dm-1 = /dev/mapper/d1, suspended)"),
+        "{}",
+        evs[0].alert.message
+    );
+    // Two suspended: unknown.
+    let mut e = AlertEngine::new(Thresholds::default());
+    inp.member_dm = vec![dm("dm-0", true), dm("dm-1", true)];
+    assert_eq!(e.evaluate(1, &[inp]).first().unwrap().alert.member, None);
+}
+
+#[test]
 fn counter_max_member_failure_and_kernel_flags() {
     let mut e = AlertEngine::new(Thresholds::default());
     let mut s = snap("md0");

@@ -1506,6 +1506,30 @@ impl Bitmap {
         true
     }
 
+    /// Makes the cached (in-memory) bit of `chunk` agree with its counter, as md keeps it on a
+    /// running array: `md_bitmap_startwrite()` sets the bit when a counter leaves 0
+    /// (`md_bitmap_file_set_bit()`: page DIRTY, written at the next unplug) and
+    /// `md_bitmap_daemon_work()` clears it when a counter reaches 0
+    /// (`md_bitmap_file_clear_bit()`: page PENDING, written by the next pass). For attaching to
+    /// a running array after [`set_counter`](Self::set_counter), when the on-disk bits were
+    /// read at another instant than the counters. Not a kernel transition; returns whether the
+    /// bit changed.
+    pub fn align_cached_bit(&mut self, chunk: u64) -> bool {
+        if chunk >= self.geo.chunks() {
+            return false;
+        }
+        let want = self.counters.get(chunk as usize).is_some_and(|c| *c != 0);
+        if self.cached_bit(chunk) == want {
+            return false;
+        }
+        if want {
+            self.file_set_bit(chunk);
+        } else {
+            self.file_clear_bit(chunk);
+        }
+        true
+    }
+
     // ------------------------------------------------------------------------------------
     // md state the bitmap reads.
 

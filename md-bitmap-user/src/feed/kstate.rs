@@ -225,6 +225,12 @@ impl KernelStateReader {
         feed.peek_u64(mddev + self.layout.mddev_bitmap as u64)
     }
 
+    /// `mddev->degraded` of the array whose `struct mddev` is at `mddev` (one 4-byte read).
+    pub fn read_degraded(&self, feed: &mut Feed, mddev: u64) -> Result<u32> {
+        let b = feed.peek(mddev + self.layout.mddev_degraded as u64, 4)?;
+        Ok(u32_at(&b, 0))
+    }
+
     /// Reads the bitmap state of the array whose `struct mddev` is at `mddev`.
     pub fn read(&self, feed: &mut Feed, mddev: u64) -> Result<KernelBitmap> {
         let l = &self.layout;

@@ -5,7 +5,7 @@
 //! read side for every view and exporter.
 pub mod snapshot;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use crate::engine::{Bitmap, BitmapConfig, BitmapGeometry, Counter, DaemonOutcome, KernelVariant};
 use crate::feed::record::{DevNum, EventKind};
@@ -29,6 +29,23 @@ fn pop(m: &mut HashMap<(u64, u64), VecDeque<u64>>, key: (u64, u64)) -> bool {
 /// How long after a raid4/5/6 write bio completes its end-writes must have been seen (they
 /// come microseconds before or after the completion, in the same thread).
 pub const PARITY_REPAIR_GRACE_NS: u64 = 50_000_000;
+
+/// How long after a bitmap call's kprobe fires its counter change may land. The probe stamps
+/// the event at the function's entry; the counter changes after `counts.lock` is taken
+/// (`md_bitmap_startwrite()`/`endwrite()`), the daemon's walk after
+/// `mddev->bitmap_info.mutex` (`md_bitmap_daemon_work()`). A kernel read of the counters that
+/// falls within this of a chunk's event may or may not include it.
+pub const SEED_GUARD_NS: u64 = 100_000_000;
+
+/// Completion of a seed from the kernel's counters (see [`MirrorArray::settle_seed`]).
+#[derive(Default)]
+struct SeedSettle {
+    /// Chunks whose counter still needs a read at a quiet instant (`None`: every chunk).
+    unsettled: Option<BTreeSet<u64>>,
+    /// Counter-changing events applied since the seed, as (kernel ns, chunk range), `None`
+    /// for array-wide ones (daemon passes, sync).
+    touches: VecDeque<(u64, Option<(u64, u64)>)>,
+}
 
 /// raid1 and raid10 account a write to the bitmap with the array bio's own range.
 fn identity_ranges(level: &str) -> bool {
@@ -92,6 +109,19 @@ pub struct MirrorArray {
     due_repairs: VecDeque<(u64, Vec<(u64, u64)>)>,
     /// Lag from kernel event to its application here, microseconds.
     lag_us: hdrhistogram::Histogram<u64>,
+    /// A kernel seed not yet confirmed at a quiet instant.
+    seed_settle: Option<SeedSettle>,
+    /// A sync run is under way: a sync call was seen (or the seed found one running) and no
+    /// `md_bitmap_close_sync()` since.
+    sync_run: bool,
+    /// Sync runs taken as recoveries, whose start marked every bitmap page NEEDWRITE.
+    pub recovery_write_alls: u64,
+    /// A failed end-write (raid1/raid10 `R1BIO_Degraded`/`R10BIO_Degraded`: the write missed a
+    /// member) was seen since sysfs last said the array was whole (see
+    /// [`degraded`](Self::degraded)).
+    failed_end_write: bool,
+    /// `mddev->degraded != 0` as last read from the kernel (see [`degraded`](Self::degraded)).
+    kernel_degraded: Option<bool>,
 }
 
 impl MirrorArray {
@@ -118,6 +148,11 @@ impl MirrorArray {
             // 1 µs to 1 h at 2 significant digits: a few KiB, fixed.
             lag_us: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2)
                 .expect("valid histogram bounds"),
+            seed_settle: None,
+            sync_run: false,
+            recovery_write_alls: 0,
+            failed_end_write: false,
+            kernel_degraded: None,
         }
     }
 
@@ -202,12 +237,20 @@ impl MirrorArray {
                     bm.set_counter(i as u64, *raw);
                 }
             }
+            // The on-disk bits were read at another instant than the counters: the in-memory
+            // bits follow the counters (set when a counter leaves 0, cleared when it reaches 0).
+            for c in 0..geo.chunks() {
+                bm.align_cached_bit(c);
+            }
             bm.set_events(k.events);
             bm.set_allclean(k.allclean);
             self.seed_ts_ns = k.read_ts_ns;
             self.seed = Some(Seed::Kernel);
+            self.seed_settle = Some(SeedSettle::default());
+            self.kernel_degraded = Some(k.degraded > 0);
         } else {
             self.seed = Some(Seed::OnDisk);
+            self.seed_settle = None;
         }
         if self.bitmap.is_some() {
             self.health.reseeds += 1;
@@ -218,7 +261,37 @@ impl MirrorArray {
         self.linked_bios.clear();
         self.due_repairs.clear();
         self.last_queued_bio.clear();
+        self.sync_run = !matches!(self.info.sync_action.as_str(), "idle" | "");
         self.bitmap = Some(bm);
+    }
+
+    /// Whether `mddev->degraded` is non-zero as far as the mirror knows. The end-write rule
+    /// reads it at each end-write (`md_bitmap_endwrite()`: `events_cleared`/`need_sync` advance
+    /// only on a whole array; on 6.14+ and backports such as Debian's 6.12, a degraded array
+    /// also sets NEEDED), and it flips when md fails a member (`raid1_error()`:
+    /// `mddev->degraded++`, before that write's end-write) or a recovery completes. sysfs at the
+    /// last rescan is up to one interval old, which made the mirror clear bits md kept (or
+    /// keep bits md cleared) after a failure or a re-add; so the agent reads the kernel's
+    /// value before it applies each batch of events ([`set_kernel_degraded`]
+    /// (Self::set_kernel_degraded)). Without it: sysfs, or a failed end-write (raid1/raid10
+    /// `R1BIO_Degraded`: the write missed a member) since the rescan.
+    pub fn degraded(&self) -> bool {
+        match self.kernel_degraded {
+            Some(d) => d || self.failed_end_write,
+            None => self.info.degraded > 0 || self.failed_end_write,
+        }
+    }
+
+    /// `mddev->degraded != 0`, read from the kernel just now.
+    pub fn set_kernel_degraded(&mut self, degraded: bool) {
+        self.kernel_degraded = Some(degraded);
+        self.failed_end_write = false;
+    }
+
+    /// Takes the array's sysfs state from a rescan.
+    pub fn set_info(&mut self, info: ArrayInfo) {
+        self.info = info;
+        self.failed_end_write = false;
     }
 
     fn apply(&mut self, ev: &FeedEvent) {
@@ -226,7 +299,15 @@ impl MirrorArray {
             return;
         }
         self.settle(ev.ts_ns);
-        let degraded = self.info.degraded > 0;
+        if let EventKind::EndWrite {
+            success: Some(false),
+            ..
+        } = ev.kind
+            && identity_ranges(&self.info.level)
+        {
+            self.failed_end_write = true;
+        }
+        let degraded = self.degraded();
         match &ev.kind {
             EventKind::BioQueue {
                 sector,
@@ -259,6 +340,30 @@ impl MirrorArray {
             }
             _ => {}
         }
+        if let (Some(st), Some(bm)) = (self.seed_settle.as_mut(), self.bitmap.as_ref()) {
+            let shift = bm.geometry().chunkshift();
+            let touch = match &ev.kind {
+                EventKind::StartWrite {
+                    offset, sectors, ..
+                }
+                | EventKind::EndWrite {
+                    offset, sectors, ..
+                } => Some(Some((
+                    offset >> shift,
+                    (offset + sectors.saturating_sub(1)) >> shift,
+                ))),
+                EventKind::DaemonWork { .. }
+                | EventKind::DaemonDone { .. }
+                | EventKind::StartSync { .. }
+                | EventKind::EndSync { .. }
+                | EventKind::CloseSync { .. }
+                | EventKind::CondEndSync { .. } => Some(None),
+                _ => None,
+            };
+            if let Some(t) = touch {
+                st.touches.push_back((ev.ts_ns, t));
+            }
+        }
         let Some(bm) = self.bitmap.as_mut() else {
             return;
         };
@@ -272,6 +377,26 @@ impl MirrorArray {
                 | EventKind::DaemonDone { .. }
         ) {
             self.last_bitmap_event_ns = ev.ts_ns;
+        }
+        // A sync run starting on a degraded array is a recovery: md has just added the
+        // member(s) to recover ("spares") and, before it starts the sync thread, marked every
+        // bitmap page NEEDWRITE so the new member gets the whole bitmap (md_check_recovery() on
+        // 6.1, md_start_sync() on 6.7+: `if (spares) md_bitmap_write_all()`), which the next
+        // unplug or daemon pass writes out. No probe sees that call; the run's first sync call
+        // (md_bitmap_cond_end_sync() or md_bitmap_start_sync() from the personality's
+        // sync_request) does.
+        match &ev.kind {
+            EventKind::StartSync { .. }
+            | EventKind::CondEndSync { .. }
+            | EventKind::EndSync { .. } => {
+                if !self.sync_run && degraded {
+                    bm.write_all();
+                    self.recovery_write_alls += 1;
+                }
+                self.sync_run = true;
+            }
+            EventKind::CloseSync { .. } => self.sync_run = false,
+            _ => {}
         }
         match &ev.kind {
             EventKind::StartWrite {
@@ -450,7 +575,7 @@ impl MirrorArray {
     /// Applies the raid4/5/6 end-write repairs that are due at kernel time `now_ns` (see
     /// [`repair_missed_parity_end_writes`](Self::repair_missed_parity_end_writes)).
     pub fn settle(&mut self, now_ns: u64) {
-        let degraded = self.info.degraded > 0;
+        let degraded = self.degraded();
         while self
             .due_repairs
             .front()
@@ -470,6 +595,73 @@ impl MirrorArray {
                 }
             }
         }
+    }
+
+    /// Whether a kernel seed still waits for [`settle_seed`](Self::settle_seed).
+    pub fn seed_unsettled(&self) -> bool {
+        self.seed_settle.is_some()
+    }
+
+    /// Completes a seed from the kernel's counters with a later read `k`, all of whose events
+    /// up to `k.read_ts_ns` have been applied. The first read can be torn by writes in flight:
+    /// a bitmap event is stamped when md enters the function, its counter changes a little
+    /// later, so an event stamped just before a read may or may not be in it (it was dropped as
+    /// older than the seed), and the daemon's walk runs after its entry event. So every chunk
+    /// takes the counter of the first read at which neither it nor the array (a daemon pass, a
+    /// sync call) had an event in the preceding [`SEED_GUARD_NS`]; its in-memory bit follows
+    /// (see [`Bitmap::align_cached_bit`]). Returns (counters corrected, chunks still unsettled),
+    /// `None` when nothing waits.
+    pub fn settle_seed(&mut self, k: &KernelBitmap) -> Option<(u64, u64)> {
+        let st = self.seed_settle.as_mut()?;
+        let Some(bm) = self.bitmap.as_mut() else {
+            self.seed_settle = None;
+            return None;
+        };
+        if k.chunks != bm.geometry().chunks() {
+            // Another bitmap than the one seeded; the rescan re-seeds.
+            self.seed_settle = None;
+            return None;
+        }
+        let from = k.read_ts_ns.saturating_sub(SEED_GUARD_NS);
+        st.touches.retain(|(t, _)| *t >= from);
+        let near: Vec<Option<(u64, u64)>> = st
+            .touches
+            .iter()
+            .filter(|(t, _)| *t <= k.read_ts_ns)
+            .map(|(_, r)| *r)
+            .collect();
+        let left_now = |u: &Option<BTreeSet<u64>>| u.as_ref().map_or(k.chunks, |s| s.len() as u64);
+        if near.iter().any(Option::is_none) {
+            return Some((0, left_now(&st.unsettled)));
+        }
+        let touched = |c: u64| near.iter().flatten().any(|(a, b)| *a <= c && c <= *b);
+        let candidates: Vec<u64> = match &st.unsettled {
+            None => (0..k.chunks).collect(),
+            Some(s) => s.iter().copied().collect(),
+        };
+        let (mut left, mut fixed) = (BTreeSet::new(), 0);
+        for c in candidates {
+            if touched(c) {
+                left.insert(c);
+                continue;
+            }
+            let raw = k.counters[c as usize];
+            if bm.counters().get(c as usize).copied() != Some(raw) {
+                bm.set_counter(c, raw);
+                fixed += 1;
+            }
+            bm.align_cached_bit(c);
+        }
+        if !k.allclean {
+            bm.set_allclean(false);
+        }
+        let n = left.len() as u64;
+        if left.is_empty() {
+            self.seed_settle = None;
+        } else {
+            st.unsettled = Some(left);
+        }
+        Some((fixed, n))
     }
 
     /// Chunks whose mirrored on-disk bit differs from `disk_bits` (the real on-disk area).
@@ -731,6 +923,178 @@ mod tests {
             tid: 1,
             kind,
         }
+    }
+
+    fn kernel(read_ts_ns: u64, chunks: u64, set: &[(u64, u16)]) -> KernelBitmap {
+        let mut counters = vec![0u16; chunks as usize];
+        for (c, v) in set {
+            counters[*c as usize] = *v;
+        }
+        KernelBitmap {
+            events: 5,
+            degraded: 0,
+            events_cleared: 5,
+            daemon_sleep_jiffies: 250,
+            daemon_lastrun_jiffies: 0,
+            read_ts_ns,
+            need_sync: false,
+            allclean: false,
+            behind_writes: 0,
+            flags: 0,
+            chunkshift: 7,
+            chunks,
+            pages: 1,
+            missing_pages: 0,
+            page_info: vec![],
+            counters,
+        }
+    }
+
+    #[test]
+    fn a_kernel_seed_settles_each_chunk_at_a_quiet_read() {
+        let mut a = MirrorArray::new(info());
+        a.bitmap_addr = Some(0xb17);
+        a.mddev = Some(0x3dd);
+        let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
+        let chunks = geo.chunks();
+        let g = SEED_GUARD_NS;
+        let t1 = 10 * g;
+        // Disk read after the counters: chunk 5's bit is still on disk though its counter is
+        // already 0 (md cleared it in memory, the page write is pending); chunk 0 has a write
+        // in flight whose bit the disk does not show yet.
+        let k1 = kernel(t1, chunks, &[(0, 3)]);
+        a.seed(KernelVariant::V6_12, geo, &[0b0010_0000], 5, 5, Some(&k1));
+        {
+            let bm = a.bitmap.as_ref().unwrap();
+            assert!(
+                bm.cached_bit(0) && !bm.cached_bit(5),
+                "memory bits follow the counters"
+            );
+            assert!(
+                bm.disk_bit(5) && !bm.disk_bit(0),
+                "the disk copy is the disk's"
+            );
+        }
+        assert!(a.seed_unsettled());
+        let mut m = Mirror::default();
+        m.insert(a);
+        // A write on chunk 2 after the seed; the first read also missed a start on chunk 1 (its
+        // event was stamped just before the read, its counter changed just after).
+        m.apply(&ev(
+            t1 + 10,
+            1,
+            EventKind::StartWrite {
+                owner: 0xb17,
+                offset: 2 * 128,
+                sectors: 8,
+                behind: Some(false),
+            },
+        ));
+        let arr = m.arrays.get_mut("md0").unwrap();
+        let k2 = kernel(t1 + g / 2, chunks, &[(0, 3), (1, 3), (2, 3)]);
+        assert_eq!(arr.settle_seed(&k2), Some((1, 1)), "chunk 2 waits");
+        assert_eq!(arr.bitmap.as_ref().unwrap().counter(1).count(), 3);
+        assert!(arr.bitmap.as_ref().unwrap().cached_bit(1));
+        // A daemon pass near the next read: nothing is settled at it.
+        m.apply(&ev(t1 + 2 * g, 300, EventKind::DaemonWork { mddev: 0x3dd }));
+        let arr = m.arrays.get_mut("md0").unwrap();
+        let k3 = kernel(t1 + 2 * g + 10, chunks, &[(0, 3), (1, 3), (2, 3)]);
+        assert_eq!(arr.settle_seed(&k3), Some((0, 1)));
+        let k4 = kernel(t1 + 4 * g, chunks, &[(0, 3), (1, 3), (2, 3)]);
+        assert_eq!(arr.settle_seed(&k4), Some((0, 0)));
+        assert!(!arr.seed_unsettled());
+        assert_eq!(arr.settle_seed(&k4), None);
+    }
+
+    #[test]
+    fn a_recovery_start_marks_every_bitmap_page_for_writing() {
+        let mut i = info();
+        i.degraded = 1;
+        let mut a = MirrorArray::new(i);
+        a.bitmap_addr = Some(0xb17);
+        let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
+        a.seed(KernelVariant::V6_12, geo, &[], 1, 1, None);
+        let mut m = Mirror::default();
+        m.insert(a);
+        let sync = |t, kind| ev(t, 1, kind);
+        let cond = EventKind::CondEndSync {
+            owner: 0xb17,
+            sector: 0,
+            force: false,
+        };
+        let needwrite = |m: &Mirror| {
+            m.arrays["md0"]
+                .bitmap
+                .as_ref()
+                .unwrap()
+                .file_page_attrs(0)
+                .needwrite
+        };
+        assert!(!needwrite(&m));
+        m.apply(&sync(1, cond.clone()));
+        assert!(needwrite(&m), "md_bitmap_write_all() before the recovery");
+        assert_eq!(m.arrays["md0"].recovery_write_alls, 1);
+        // Later sync calls of the same run do not count again; a new run does.
+        m.apply(&sync(2, cond.clone()));
+        m.apply(&sync(3, EventKind::CloseSync { owner: 0xb17 }));
+        m.apply(&sync(4, cond));
+        assert_eq!(m.arrays["md0"].recovery_write_alls, 2);
+    }
+
+    #[test]
+    fn a_failed_end_write_means_degraded_before_the_rescan_says_so() {
+        let mut a = MirrorArray::new(info());
+        a.bitmap_addr = Some(0xb17);
+        let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
+        a.seed(KernelVariant::V6_12, geo, &[], 5, 5, None);
+        let mut m = Mirror::default();
+        m.insert(a);
+        let w = |t, start: bool, success: bool| {
+            let (offset, sectors, owner) = (t * 128, 8, 0xb17);
+            ev(
+                t,
+                1,
+                if start {
+                    EventKind::StartWrite {
+                        owner,
+                        offset,
+                        sectors,
+                        behind: Some(false),
+                    }
+                } else {
+                    EventKind::EndWrite {
+                        owner,
+                        offset,
+                        sectors,
+                        success: Some(success),
+                        behind: Some(false),
+                        degraded: None,
+                    }
+                },
+            )
+        };
+        // md failed a member (mddev->events moves on with the superblock update).
+        m.apply(&ev(
+            1,
+            1,
+            EventKind::UpdateSb {
+                owner: 0xb17,
+                events: Some(6),
+            },
+        ));
+        m.apply(&w(2, true, false));
+        m.apply(&w(2, false, false));
+        assert!(m.arrays["md0"].degraded());
+        // A write that ends well afterwards must not advance events_cleared (md reads
+        // mddev->degraded, already 1), though the rescan still says 0.
+        m.apply(&w(3, true, true));
+        m.apply(&w(3, false, true));
+        let bm = m.arrays["md0"].bitmap.as_ref().unwrap();
+        assert_eq!((bm.events_cleared(), bm.need_sync()), (5, false));
+        // A rescan is authoritative again.
+        let a = m.arrays.get_mut("md0").unwrap();
+        a.set_info(info());
+        assert!(!a.degraded());
     }
 
     #[test]
