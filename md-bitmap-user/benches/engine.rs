@@ -4,9 +4,11 @@
 //!
 //! An "event" is one start-write or end-write call. Writes complete `QD` writes after they start
 //! (a queue of depth 32), and the daemon runs every `SWEEP_EVERY` writes (one `daemon_sleep` of
-//! simulated time apart). Each engine run starts from a freshly seeded bitmap. Two ways in:
-//! * `engine`: one `start_write`/`end_write` call at a time (the live feed);
-//! * `engine_unplug`: the same with `unplug()` after every start (trace replay), so every first
+//! simulated time apart). Each engine run starts from a freshly seeded bitmap. Three ways in:
+//! * `engine`: one `start_write`/`end_write` call at a time (the live feed; the targets' figure);
+//! * `engine_prefetch`: the same with [`Bitmap::prefetch_chunk`] of the write 16 ahead (as the
+//!   trace replay does);
+//! * `engine_unplug`: `engine` with `unplug()` after every start (trace replay), so every first
 //!   write to a clean chunk also writes a bitmap page.
 //!
 //! Besides criterion's figures a summary line per pattern prints events/s of each, the floor,
@@ -91,6 +93,7 @@ fn new_bitmap() -> Bitmap {
 /// Feed the pattern one call at a time: start, (unplug), end `QD` writes later, daemon every
 /// `SWEEP_EVERY` writes (one `daemon_sleep` of simulated time apart). Returns the number of
 /// start/end events.
+#[inline(never)]
 fn ingest(bm: &mut Bitmap, p: &Pattern, unplug: bool) -> u64 {
     let mut now = 0;
     for (i, &(off, len)) in p.iter().enumerate() {
@@ -113,7 +116,36 @@ fn ingest(bm: &mut Bitmap, p: &Pattern, unplug: bool) -> u64 {
     2 * p.len() as u64
 }
 
+/// [`ingest`] with the caller touching the chunk of the write `LOOKAHEAD` ahead
+/// ([`Bitmap::prefetch_chunk`], a plain load, as the trace replay does), so that the cache
+/// misses of scattered writes overlap with the calls in between.
+#[inline(never)]
+fn ingest_prefetch(bm: &mut Bitmap, p: &Pattern) -> u64 {
+    const LOOKAHEAD: usize = 16;
+    let shift = CHUNK_SECTORS.trailing_zeros();
+    let mut now = 0;
+    for (i, &(off, len)) in p.iter().enumerate() {
+        if let Some(&(o, _)) = p.get(i + LOOKAHEAD) {
+            bm.prefetch_chunk(o >> shift);
+        }
+        bm.start_write(off, len, false);
+        if i >= QD {
+            let (o, l) = p[i - QD];
+            bm.end_write(o, l, true, false, false);
+        }
+        if i % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            now += SLEEP;
+            bm.daemon_work(now);
+        }
+    }
+    for &(o, l) in &p[p.len() - QD..] {
+        bm.end_write(o, l, true, false, false);
+    }
+    2 * p.len() as u64
+}
+
 /// The floor: the same chunk sequence as plain counter increments and decrements.
+#[inline(never)]
 fn floor(counters: &mut [u16], p: &Pattern) -> u64 {
     let shift = CHUNK_SECTORS.trailing_zeros();
     let span = |off: u64, len: u64| (off >> shift) as usize..=((off + len - 1) >> shift) as usize;
@@ -159,12 +191,16 @@ fn timed<S>(setup: impl FnOnce() -> S, f: impl FnOnce(&mut S) -> u64) -> (f64, S
 }
 
 /// The best of each of `runs` (each returns events per CPU second of one run), taking turns so
-/// that all see the same machine: at least 5 rounds and `min` of wall time.
-fn best_of<const N: usize>(runs: &mut [&mut dyn FnMut() -> f64; N], min: Duration) -> [f64; N] {
+/// that all see the same machine: at least `min_rounds` rounds and `min` of wall time.
+fn best_of<const N: usize>(
+    runs: &mut [&mut dyn FnMut() -> f64; N],
+    min: Duration,
+    min_rounds: usize,
+) -> [f64; N] {
     let mut best = [0f64; N];
     let start = Instant::now();
     let mut rounds = 0;
-    while rounds < 5 || start.elapsed() < min {
+    while rounds < min_rounds || start.elapsed() < min {
         for (b, run) in best.iter_mut().zip(runs.iter_mut()) {
             *b = b.max(run());
         }
@@ -188,6 +224,9 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("{name}/engine"), |b| {
             b.iter_batched_ref(new_bitmap, |bm| ingest(bm, black_box(p), false), large)
         });
+        group.bench_function(format!("{name}/engine_prefetch"), |b| {
+            b.iter_batched_ref(new_bitmap, |bm| ingest_prefetch(bm, black_box(p)), large)
+        });
         group.bench_function(format!("{name}/engine_unplug"), |b| {
             b.iter_batched_ref(new_bitmap, |bm| ingest(bm, black_box(p), true), large)
         });
@@ -207,7 +246,18 @@ fn bench(c: &mut Criterion) {
     );
     // MD_BITMAP_BENCH_PATTERN=<name> limits the summary to one pattern (for profiling).
     let only = std::env::var("MD_BITMAP_BENCH_PATTERN").ok();
-    let min = Duration::from_secs(3);
+    // MD_BITMAP_BENCH_ROUNDS=<n> runs exactly n rounds (for callgrind); default: at least 5
+    // rounds and 3 s.
+    let (rounds, min) = match std::env::var("MD_BITMAP_BENCH_ROUNDS").ok() {
+        Some(n) => (
+            n.parse().expect("MD_BITMAP_BENCH_ROUNDS: a number"),
+            Duration::ZERO,
+        ),
+        None => (5, Duration::from_secs(3)),
+    };
+    // MD_BITMAP_BENCH_RUN=engine|prefetch|unplug|floor runs only that one (for profiling).
+    let only_run = std::env::var("MD_BITMAP_BENCH_RUN").ok();
+    let want = |run: &str| only_run.as_deref().is_none_or(|o| o == run);
     let (mut worst_ratio, mut worst_rate, mut worst_bytes) = (f64::MAX, f64::MAX, 0f64);
     for (name, p) in &patterns {
         if only.as_deref().is_some_and(|o| o != *name) {
@@ -215,19 +265,44 @@ fn bench(c: &mut Criterion) {
         }
         let mut bytes = 0f64;
         let mut engine = || {
+            if !want("engine") {
+                return 0.0;
+            }
             let (r, bm) = timed(new_bitmap, |bm| ingest(bm, p, false));
             bytes = bm.heap_bytes() as f64 / CHUNKS as f64;
             r
         };
-        let mut unplug = || timed(new_bitmap, |bm| ingest(bm, p, true)).0;
-        let mut fl = || timed(|| vec![0u16; CHUNKS as usize], |c| black_box(floor(c, p))).0;
-        let [engine, unplug, fl] = best_of(&mut [&mut engine, &mut unplug, &mut fl], min);
+        let mut pf = || {
+            if !want("prefetch") {
+                return 0.0;
+            }
+            timed(new_bitmap, |bm| ingest_prefetch(bm, p)).0
+        };
+        let mut unplug = || {
+            if !want("unplug") {
+                return 0.0;
+            }
+            timed(new_bitmap, |bm| ingest(bm, p, true)).0
+        };
+        let mut fl = || {
+            if !want("floor") {
+                return 0.0;
+            }
+            timed(|| vec![0u16; CHUNKS as usize], |c| black_box(floor(c, p))).0
+        };
+        let [engine, pf, unplug, fl] = best_of(
+            &mut [&mut engine, &mut pf, &mut unplug, &mut fl],
+            min,
+            rounds,
+        );
         println!(
             "  {name:<10} engine {:>6.1} | floor {:>6.1} | engine/floor {:.2} | {bytes:.3} B/chunk \
-             | engine+unplug {:>6.1} ({:.2} of floor)",
+             | engine+prefetch {:>6.1} ({:.2} of floor) | engine+unplug {:>6.1} ({:.2} of floor)",
             engine / 1e6,
             fl / 1e6,
             engine / fl,
+            pf / 1e6,
+            pf / fl,
             unplug / 1e6,
             unplug / fl
         );

@@ -258,6 +258,45 @@ fn block_masks(blk: &[u16]) -> (u64, u64) {
     (gather_bytes(&b1), gather_bytes(&b2))
 }
 
+/// The daemon's step for 64 counters at once, when no step can free their page: raw 2 → 1
+/// (and, unless `need_sync`, raw 1 → 0 with `ones[k] = 1`); others untouched. Returns
+/// (1 → 0 steps, ticks: 2 → 1 steps plus the 1s kept at 1 under `need_sync`). Lane-wise, so
+/// it vectorizes.
+#[inline]
+fn tick_block(v: &mut [u16; 64], ones: &mut [u8; 64], need_sync: bool) -> (u32, u32) {
+    let (mut n1, mut n2) = (0u16, 0u16);
+    if need_sync {
+        // `*bmc == 1 && !need_sync` fails: 1 stays 1 (and counts as a tick).
+        for c in v.iter_mut() {
+            let one = u16::from(*c == 1);
+            let two = u16::from(*c == 2);
+            n2 += one + two;
+            *c -= two;
+        }
+    } else {
+        for (o, c) in ones.iter_mut().zip(v.iter_mut()) {
+            let one = u16::from(*c == 1);
+            let two = u16::from(*c == 2);
+            *o = one as u8;
+            n1 += one;
+            n2 += two;
+            *c -= one | two;
+        }
+    }
+    (u32::from(n1), u32::from(n2))
+}
+
+/// (counters exactly 1, counters exactly 2) among 64, with narrow lanes so it vectorizes.
+#[inline]
+fn count_block(v: &[u16; 64]) -> (u32, u32) {
+    let (mut n1, mut n2) = (0u16, 0u16);
+    for &c in v {
+        n1 += u16::from(c == 1);
+        n2 += u16::from(c == 2);
+    }
+    (u32::from(n1), u32::from(n2))
+}
+
 /// Bit k set ⇔ byte k is 1 (every byte 0 or 1).
 #[inline(always)]
 fn gather_bytes(b: &[u8; 64]) -> u64 {
@@ -1113,12 +1152,38 @@ impl Bitmap {
         let mut base = lo;
         while base < hi {
             let end = (base + 64).min(hi);
-            // One counting pass: counters exactly 1 (→ 0) and exactly 2 (→ 1).
-            let (mut n1, mut n2) = (0u32, 0u32);
-            for &c in &self.counters[base..end] {
-                n1 += u32::from(c == 1);
-                n2 += u32::from(c == 2);
+            // A full block that cannot free the page (it has more counted chunks than the
+            // block has counters, so fewer 1 → 0 steps than its count): one fused pass.
+            if self.pages[page].count > 64
+                && let Ok(blk) = <&mut [u16; 64]>::try_from(&mut self.counters[base..end])
+            {
+                let mut ones = [0u8; 64];
+                let (n1, n2) = tick_block(blk, &mut ones, need_sync);
+                if n2 != 0 {
+                    self.pages[page].pending = true;
+                    self.allclean = false;
+                    pass.ticked += u64::from(n2);
+                }
+                if n1 != 0 {
+                    self.pages[page].count -= n1;
+                    pass.cleared += u64::from(n1);
+                    self.file_clear_bits(base as u64, gather_bytes(&ones));
+                }
+                base = end;
+                continue;
             }
+            // One counting pass: counters exactly 1 (→ 0) and exactly 2 (→ 1).
+            let (mut n1, mut n2) = match <&[u16; 64]>::try_from(&self.counters[base..end]) {
+                Ok(blk) => count_block(blk),
+                Err(_) => {
+                    let (mut n1, mut n2) = (0u32, 0u32);
+                    for &c in &self.counters[base..end] {
+                        n1 += u32::from(c == 1);
+                        n2 += u32::from(c == 2);
+                    }
+                    (n1, n2)
+                }
+            };
             if need_sync {
                 // `*bmc == 1 && !need_sync` fails: 1 stays 1 (and counts as a tick).
                 n2 += n1;

@@ -514,6 +514,22 @@ fn op() -> impl Strategy<Value = G> {
     ]
 }
 
+/// Long writes anywhere (up to 300 chunks each), so that counter pages hold more than 64
+/// counted chunks and the daemon takes its whole-block path (with and without `need_sync`).
+fn dense_op() -> impl Strategy<Value = G> {
+    prop_oneof![
+        8 => (0..CHUNKS, 0..CS, 1..600u64, prop::bool::weighted(0.1)).prop_map(
+            |(chunk, sub, sectors, behind)| G::Start { chunk, sub, sectors, behind }
+        ),
+        6 => (any::<usize>(), prop::bool::weighted(0.9))
+            .prop_map(|(pick, success)| G::End { pick, success }),
+        2 => Just(G::Unplug),
+        5 => (0..2 * SLEEP).prop_map(|dt| G::Daemon { dt }),
+        1 => prop::bool::weighted(0.3).prop_map(G::Degraded),
+        2 => Just(G::BumpEvents),
+    ]
+}
+
 fn chunks_of(offset: u64, sectors: u64) -> std::ops::Range<u64> {
     (offset / CS)..((offset + sectors - 1) / CS + 1)
 }
@@ -707,5 +723,13 @@ proptest! {
     #[test]
     fn engine_matches_reference_model_6_14(ops in prop::collection::vec(op(), 1..120)) {
         run(&ops, KernelVariant::V6_14)?;
+    }
+
+    #[test]
+    fn engine_matches_reference_model_dense_writes(
+        ops in prop::collection::vec(dense_op(), 1..160),
+        v6_14 in any::<bool>(),
+    ) {
+        run(&ops, if v6_14 { KernelVariant::V6_14 } else { KernelVariant::V6_1 })?;
     }
 }
