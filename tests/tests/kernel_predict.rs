@@ -19,6 +19,8 @@
 //!   refuse, the superblock is zeroed and the device added); frozen, stats, let go;
 //! - no bitmap: md4 (raid1 ×2, 8 MiB per member) has its bitmap removed (`--grow
 //!   --bitmap=none`) and takes writes up to the kill: `predict` must say full resync;
+//! - stale bitmap: md5 (raid1 ×2, 4 MiB per member) takes one write after the writers stop,
+//!   so it is active (unclean) at the kill;
 //! - crash mid-workload: md0 (raid1 ×2) and md1 (raid5 ×3) sit on dm-delay devices, are clean,
 //!   then set to time_base 30 s (no daemon pass can clear a bit before the kill) and
 //!   safe_mode_delay 60 s (active, i.e. unclean, at the kill). `md-bitmap watch` runs
@@ -33,8 +35,17 @@
 //!   dm-delay) and their logs saved; the last `watch` snapshot after the stop is kept; the
 //!   guest is killed (sysrq b) about 2 s later, with writes still in flight.
 //!
+//! Between the boots the host lowers the bitmap superblock `events` of md5's members (the
+//! test's own disk images) to one below the md superblock's, as a bitmap md failed to update
+//! would be: `md_bitmap_read_sb` marks it `BITMAP_STALE`, `md_bitmap_init_from_disk` sets every
+//! bit, and since md5 is not clean (`recovery_cp = 0`, so `md_bitmap_load`'s start is 0) every
+//! chunk is NEEDED: a full resync. md must log the bitmap out of date and resync all of each
+//! member. md writes the all-set bitmap back at assembly, even read-only, so `predict` on the
+//! read-only md5 must cover every chunk; its stale-bitmap rule is checked on the bitmap as md
+//! loaded it (inspected before assembly) and must say full, stale bitmap.
+//!
 //! Boot 2 (same disk files, no dm-delay): every member's bitmap is read with O_DIRECT before
-//! anything is assembled (what md_bitmap_init_from_disk will load); md0, md1, md4 are assembled
+//! anything is assembled (what md_bitmap_init_from_disk will load); md0, md1, md4, md5 are assembled
 //! read-only-auto (`start_ro`), each member's `/sys/block/*/stat` is read, the arrays are
 //! switched to read-write so md resyncs, and the stats are read again once md logs `resync
 //! done`.
@@ -79,10 +90,13 @@ const ARRAYS: &[(&str, u32, &[usize], u64)] = &[
     ("md2", 1, &[5, 6], 0),
     ("md3", 5, &[7, 8, 9], 0),
     ("md4", 1, &[11, 12], NO_BITMAP_KIB),
+    ("md5", 1, &[13, 14], STALE_KIB),
 ];
+/// Per-member size of md5, the array whose bitmap is made stale between the boots, in KiB.
+const STALE_KIB: u64 = 4096;
 /// The blank disk that replaces md2's slot-1 member.
 const BLANK: usize = 10;
-const DISKS: usize = 13;
+const DISKS: usize = 15;
 /// Disks 0..DELAYED (md0's and md1's members) sit behind dm-delay devices d0, d1, ...
 const DELAYED: usize = 5;
 const WRITES: u32 = 8;
@@ -130,7 +144,7 @@ fn blocks_per_chunk(name: &str) -> u64 {
 fn speed_max(name: &str) -> u64 {
     match name {
         "md0" | "md1" => CRASH_SPEED_MAX,
-        "md4" => NO_BITMAP_SPEED_MAX,
+        "md4" | "md5" => NO_BITMAP_SPEED_MAX,
         _ => SPEED_MAX,
     }
 }
@@ -317,6 +331,8 @@ fn boot1() -> String {
           sleep 3\n\
           kill -STOP $W\n\
           mark stopped\n\
+          /usr/local/bin/dd if=/dev/urandom of=/dev/md5 bs=65536 count=1 seek=65536 oflag=direct,seek_bytes conv=notrunc 2>/dev/null || exit 70\n\
+          cat /sys/block/md5/md/array_state > /out/md5-state-before-crash\n\
           wc -l < /out/watch.ndjson > /out/watch-lines-at-stop\n\
           cp /tmp/wl-* /out/\n\
           sleep 1.5\n\
@@ -328,14 +344,14 @@ fn boot1() -> String {
 }
 
 /// The arrays boot 2 assembles and resyncs.
-const RESYNCED: [&str; 3] = ["md0", "md1", "md4"];
+const RESYNCED: [&str; 4] = ["md0", "md1", "md4", "md5"];
 
 fn boot2() -> String {
     let mut s = helpers() + "mark start\n";
     let mut all = Vec::new();
     s += "echo 1 > /sys/module/md_mod/parameters/start_ro || exit 52\n";
     // The bitmaps as md will load them, before anything is assembled.
-    for name in ["md0", "md1"] {
+    for name in ["md0", "md1", "md5"] {
         for d in members(name) {
             s += &format!("md-bitmap inspect --json /dev/{d} > /out/ondisk-{d}.json || exit 56\n");
         }
@@ -353,15 +369,25 @@ fn boot2() -> String {
         all.extend(m);
     }
     let all = all.join(" ");
+    // md5's bitmap was made stale on the host: what md left on disk and what predict says
+    // while the array is read-only.
+    let m5 = members("md5");
+    s += &format!(
+        "cat /sys/block/md5/md/resync_start > /out/md5-resync-start\n\
+         md-bitmap inspect --json /dev/{a} > /out/assembled-{a}.json || exit 71\n\
+         md-bitmap predict --json --no-kernel --measure-mib 0 --sample-secs 0 --array md5 > /out/pred-stale.json || exit 72\n",
+        a = m5[0]
+    );
     s += &format!(
         "stats crash-before \"{all}\"\n\
          mdadm --readwrite /dev/md0 || exit 54\n\
          mdadm --readwrite /dev/md1 || exit 54\n\
          mdadm --readwrite /dev/md4 || exit 54\n\
+         mdadm --readwrite /dev/md5 || exit 54\n\
          mark readwrite\n\
          sleep 3; mark predict-running\n\
          md-bitmap predict --json --no-kernel --measure-mib 0 --sample-secs 0 --array md0 > /out/pred-running.json || exit 55\n\
-         wait_done md0 resync 1; wait_done md1 resync 1; wait_done md4 resync 1\n\
+         wait_done md0 resync 1; wait_done md1 resync 1; wait_done md4 resync 1; wait_done md5 resync 1\n\
          mark resynced\n\
          stats crash-after \"{all}\"\n\
          dmesg > /out/dmesg2\n"
@@ -794,6 +820,7 @@ fn run(series: Series) {
         r1.release,
         xtask::vm::tail(&r1.console, 60)
     );
+    let lowered = make_stale(&dir);
     let second = Payload::script(boot2()).timeout(Duration::from_secs(300));
     let r2 = vm.run(&second).unwrap();
     r2.expect_success().unwrap();
@@ -979,6 +1006,8 @@ fn run(series: Series) {
         d,
     );
 
+    check_stale(&kernel, &r1, &r2, &dmesg2, &lowered, &mut failures);
+
     // The running resync (taken 3 s into md0's): what is left by the bitmap, and the ETA from
     // md's sync_speed, against when md logged it done. Reported, not asserted: md's sync_speed
     // divides by whole seconds without the + 1 its throttle uses, so early on it runs high.
@@ -1032,4 +1061,199 @@ fn predictions_match_real_resyncs_and_recoveries_on_6_1() {
 #[test]
 fn predictions_match_real_resyncs_and_recoveries_on_6_12() {
     run(Series::V6_12);
+}
+
+/// Between the boots, on the host: lowers the bitmap superblock `events` (u64 LE at byte 24 of
+/// bitmap_super_t, after magic, version and uuid) on md5's members' disk images, the test's own scratch files, to one below
+/// the md superblock's events, so that `md_bitmap_read_sb` finds the bitmap out of date.
+/// Returns (disk, bitmap events before, after, md superblock events) per member.
+fn make_stale(dir: &std::path::Path) -> Vec<(String, u64, u64, u64)> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut out = Vec::new();
+    for &i in ARRAYS.iter().find(|a| a.0 == "md5").unwrap().2 {
+        let path = dir.join(format!("disk{i}.img"));
+        let (_, mb) = md_bitmap::ondisk::read_member(&path).unwrap();
+        let off = md_bitmap::ondisk::member::bitmap_offset_bytes(&mb.superblock).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let mut head = [0u8; 32];
+        f.seek(SeekFrom::Start(off)).unwrap();
+        f.read_exact(&mut head).unwrap();
+        assert_eq!(
+            u32::from_le_bytes(head[0..4].try_into().unwrap()),
+            0x6d74_6962,
+            "{}: bitmap magic at {off}",
+            path.display()
+        );
+        let before = u64::from_le_bytes(head[24..32].try_into().unwrap());
+        let sb = mb.superblock.events;
+        assert!(sb > 0, "md superblock events");
+        let lowered = sb - 1;
+        f.seek(SeekFrom::Start(off + 24)).unwrap();
+        f.write_all(&lowered.to_le_bytes()).unwrap();
+        f.sync_all().unwrap();
+        let (_, again) = md_bitmap::ondisk::read_member(&path).unwrap();
+        assert_eq!(again.bitmap.events, lowered);
+        out.push((dev(i), before, lowered, sb));
+    }
+    out
+}
+
+/// md5: crashed while active, its bitmap made stale on the host. md must log the bitmap out of
+/// date and resync every member in full; `predict`, run while md5 is read-only, must say so.
+fn check_stale(
+    kernel: &str,
+    r1: &RunResult,
+    r2: &RunResult,
+    dmesg2: &str,
+    lowered: &[(String, u64, u64, u64)],
+    failures: &mut Vec<String>,
+) {
+    assert_eq!(
+        r1.out_file("md5-state-before-crash").unwrap().trim(),
+        "active",
+        "md5 unclean when killed"
+    );
+    let m5 = members("md5");
+    let before = serde_json::from_str::<serde_json::Value>(
+        r2.out_file(&format!("ondisk-{}.json", m5[0]))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let after = serde_json::from_str::<serde_json::Value>(
+        r2.out_file(&format!("assembled-{}.json", m5[0]))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let resync_start = r2.out_file("md5-resync-start").unwrap();
+    let out_of_date: Vec<&str> = dmesg2
+        .lines()
+        .filter(|l| l.contains("md5: bitmap file is out of date"))
+        .collect();
+    eprintln!(
+        "{kernel} md5 stale bitmap: lowered on the host {lowered:?} (disk, bitmap events before, after, md events); \
+         before assembly {}: bitmap events {} sb events {} dirty {}/{} chunks state {}; \
+         assembled read-only: resync_start {}, bitmap events {} dirty {}/{}; kernel: {:?}",
+        m5[0],
+        before["events"],
+        before["superblock"]["events"],
+        before["dirty_chunks"],
+        before["chunks"],
+        before["state"],
+        resync_start.trim(),
+        after["events"],
+        after["dirty_chunks"],
+        after["chunks"],
+        out_of_date
+    );
+    assert!(
+        before["events"].as_u64().unwrap() < before["superblock"]["events"].as_u64().unwrap(),
+        "the bitmap as md loads it is older than the array"
+    );
+    // With a current bitmap md would resync only the chunks set on disk: fewer than all.
+    assert!(
+        before["dirty_chunks"].as_u64().unwrap() < before["chunks"].as_u64().unwrap(),
+        "md5: every chunk already dirty on disk, the stale bitmap would prove nothing"
+    );
+    assert_eq!(resync_start.trim(), "0", "md5's superblock says dirty");
+    if out_of_date.is_empty() {
+        failures.push(format!(
+            "{kernel} md5: md did not log the bitmap out of date (md_bitmap_read_sb, md_bitmap_init_from_disk): {out_of_date:?}"
+        ));
+    }
+    // md_bitmap_init_from_disk writes the all-set bitmap back at assembly, read-only or not
+    // (seen on 6.1 and 6.12: events raised to the array's, every chunk set), so `predict` on
+    // the assembled array reads a current bitmap with every chunk dirty: a bitmap resync of
+    // the whole member. The stale rule itself is checked on the bitmap as md loaded it (read
+    // before assembly), with md5's sysfs state at the time of the CLI run.
+    let chunks = before["chunks"].as_u64().unwrap();
+    let p = prediction(r2, "pred-stale.json", "md5");
+    let cli = &p["crash_now"];
+    eprintln!(
+        "{kernel} md5 predict on the assembled read-only array: {} {} chunks {} B/member: {}",
+        cli["kind"], cli["chunks"], cli["sync_bytes_per_member"], cli["reason"]
+    );
+    assert_eq!(
+        after["dirty_chunks"].as_u64(),
+        Some(chunks),
+        "md wrote every bit of the stale bitmap back"
+    );
+    assert!(
+        (cli["kind"] == "bitmap" && cli["chunks"].as_u64() == Some(chunks))
+            || cli["kind"] == "full",
+        "{cli}"
+    );
+    assert_eq!(cli["sync_bytes_per_member"], STALE_KIB * 1024);
+    let ranges = |v: &serde_json::Value| -> Vec<std::ops::Range<u64>> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[0].as_u64().unwrap()..r[1].as_u64().unwrap())
+            .collect()
+    };
+    let inp = md_bitmap::predict::Inputs {
+        name: "md5".into(),
+        level: "raid1".into(),
+        raid_disks: 2,
+        dev_sectors: STALE_KIB * 2,
+        // md5's line of the states read right after assembly (RESYNCED order).
+        array_state: r2
+            .out_file("state-assembled")
+            .unwrap()
+            .lines()
+            .nth(3)
+            .unwrap()
+            .into(),
+        resync_start: resync_start.trim().parse().ok(),
+        members: m5
+            .iter()
+            .enumerate()
+            .map(|(i, n)| md_bitmap::predict::MemberInput {
+                name: n.clone(),
+                slot: Some(i as u32),
+                in_sync: true,
+                ..Default::default()
+            })
+            .collect(),
+        bitmap: Some(md_bitmap::predict::BitmapInput {
+            chunk_bytes: before["chunk_size_bytes"].as_u64().unwrap(),
+            sync_size_sectors: before["sync_size_sectors"].as_u64().unwrap(),
+            dirty_on_disk: ranges(&before["dirty_ranges"]),
+            needed: None,
+            events: before["events"].as_u64().unwrap(),
+            events_cleared: before["events_cleared"].as_u64().unwrap(),
+        }),
+        sb_events: before["superblock"]["events"].as_u64(),
+        sync_action: "idle".into(),
+        speed_min_kibs: 100,
+        speed_max_kibs: NO_BITMAP_SPEED_MAX,
+        ..Default::default()
+    };
+    let c = serde_json::to_value(md_bitmap::predict::predict(&inp).crash_now).unwrap();
+    assert_eq!(c["kind"], "full", "{c}");
+    assert!(
+        c["reason"].as_str().unwrap().contains("stale bitmap"),
+        "{c}"
+    );
+    assert_eq!(c["sync_bytes_per_member"], STALE_KIB * 1024);
+    let c = &c;
+    let d = sync_durations(dmesg2, "md5", "resync").first().copied();
+    Check {
+        kernel,
+        what: "md5 raid1 crash resync with a stale bitmap (full)",
+        removed: None,
+        failures,
+    }
+    .sync(
+        c,
+        CHUNK,
+        &stats(&r2.out_file("stat-crash-before").unwrap()),
+        &stats(&r2.out_file("stat-crash-after").unwrap()),
+        d,
+    );
 }

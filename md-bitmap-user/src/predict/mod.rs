@@ -503,13 +503,16 @@ fn no_redundancy(level: &str) -> bool {
 }
 
 /// Whether md reloads every bit as set: `md_bitmap_read_sb` marks the bitmap `BITMAP_STALE`
-/// when its events are older than the array's.
+/// when its events are older than the array's, and `md_bitmap_init_from_disk` then sets every
+/// bit (`memset(0xff)`). Those bits become NEEDED only from `start` on (`md_bitmap_load`:
+/// `start = recovery_cp` when not degraded), so on a clean array (`recovery_cp = MaxSector`)
+/// no bit is NEEDED and nothing is synced; callers ask only for an array that is not clean.
 fn stale(inp: &Inputs) -> Option<String> {
     let b = inp.bitmap.as_ref()?;
     let sb = inp.sb_events?;
     (b.events < sb).then(|| {
         format!(
-            "stale bitmap: bitmap events {} < array events {sb}; md_bitmap_read_sb sets BITMAP_STALE and every bit",
+            "stale bitmap: bitmap events {} < array events {sb}; md_bitmap_read_sb sets BITMAP_STALE, md_bitmap_init_from_disk sets every bit, and on an array that is not clean (start = recovery_cp = 0) every chunk is NEEDED: a full resync",
             b.events
         )
     })
@@ -555,6 +558,11 @@ fn crash_now(inp: &Inputs) -> Cost {
         );
     }
     match inp.array_state.as_str() {
+        // Read-only (`start_ro` after an unclean stop): md never rewrote the superblock, so
+        // it still says dirty (super_1_validate: recovery_cp = resync_offset, shown in
+        // resync_start); md_check_recovery leaves a read-only array alone, and the resync
+        // runs once it goes read-write, as it would after a crash now.
+        "readonly" | "read-auto" if inp.resync_start.is_some() => {}
         "clean" | "readonly" | "read-auto" | "inactive" | "clear" => {
             return none(format!(
                 "array_state is {}: the superblock says clean (super_1_sync writes resync_offset = MaxSector), so md_bitmap_load loads dirty bits without NEEDED and no resync runs",

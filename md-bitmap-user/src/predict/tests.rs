@@ -118,6 +118,30 @@ fn no_bitmap_or_stale_bitmap_means_full_resync() {
 }
 
 #[test]
+fn stale_bitmap_resyncs_in_full_only_when_the_array_is_not_clean() {
+    // Assembled read-only after a crash: the superblock still says dirty.
+    let mut a = array("raid1", 2, vec![0..1]);
+    a.array_state = "read-auto".into();
+    a.resync_start = Some(0);
+    a.sb_events = Some(25);
+    let c = predict(&a).crash_now;
+    assert_eq!(
+        (c.kind, c.sync_bytes_per_member),
+        (CostKind::Full, 64 << 20)
+    );
+    assert!(c.reason.contains("stale bitmap"), "{}", c.reason);
+    // Read-only after an unclean stop, bitmap current: the bitmap's chunks.
+    a.sb_events = Some(20);
+    assert_eq!(predict(&a).crash_now.kind, CostKind::Bitmap);
+    // Clean (resync_start none): md_bitmap_load's start is MaxSector, no bit NEEDED.
+    a.sb_events = Some(25);
+    a.resync_start = None;
+    assert_eq!(predict(&a).crash_now.kind, CostKind::None);
+    a.array_state = "clean".into();
+    assert_eq!(predict(&a).crash_now.kind, CostKind::None);
+}
+
+#[test]
 fn dirty_degraded_raid5_is_refused_and_single_mirror_needs_nothing() {
     let mut a = array("raid5", 3, vec![0..1]);
     a.members.pop();
