@@ -40,7 +40,7 @@ i=0; for d in $MDB_DISKS; do sz=$(blockdev --getsz $d); dmsetup create --noudevs
 DD=/usr/local/bin/dd
 mark() { echo "$1 $(date +%s)" >> /out/marks; echo "@@ mark $1"; }
 wr() { for j in $(seq 1 $2); do $DD if=/dev/urandom of=/dev/$1 bs=4k count=$((RANDOM % 4 + 1)) seek=$((RANDOM % 4000)) oflag=direct 2>/dev/null || echo "write failed $1"; done; }
-quiet() { ph=$1; shift; for a in "$@"; do mdb_wait_clean $a 40 || echo "$a not clean after $ph"; done; sleep 1; mark "quiet-$ph"; sleep 2; mark "end-$ph"; }
+quiet() { ph=$1; shift; for a in "$@"; do mdb_wait_clean $a 40 || echo "$a not clean after $ph"; done; sleep 1; mark "quiet-$ph"; sleep 3; mark "end-$ph"; }
 ready() { i=0; while [ ! -e $1 ] && [ $i -lt 900 ]; do kill -0 $2 || { echo "agent $2 died"; exit 30; }; sleep 0.1; i=$((i+1)); done; [ -e $1 ] || exit 31; }
 members() { for m in d0 d1; do $DD if=/dev/mapper/$m bs=1M iflag=direct 2>/dev/null | md5sum; done; }
 relink() { sz=$(blockdev --getsz $D1); dmsetup suspend --noudevsync d1 && dmsetup reload d1 --table "0 $sz $1" && dmsetup resume --noudevsync d1 || exit 23; }

@@ -38,7 +38,9 @@ fn run(series: Series) {
     script += "md-bitmap snapshot --json > /out/snap.json 2>/out/snap.err || { cat /out/snap.err; exit 4; }\n";
     script += "md-bitmap watch --ndjson --interval 0.5 --count 3 > /out/watch.ndjson 2>/out/watch.err || { cat /out/watch.err; exit 5; }\n";
     let payload = Payload::script(script)
-        .array(ArraySpec::new(1, 2))
+        // A daemon sleep of 30 s keeps the written chunks dirty on disk for a minute, however
+        // long the one-shot snapshot takes to start on a loaded host (it seeds from md's counters).
+        .array(ArraySpec::new(1, 2).delay_secs(30))
         .timeout(Duration::from_secs(240));
     let r = vm.run(&payload).unwrap();
     r.expect_success().unwrap();
@@ -92,7 +94,7 @@ fn run(series: Series) {
         assert_eq!(d["source"], "live", "{}: {d}", r.release);
         assert_eq!(d["arrays"][0]["name"], "md0");
     }
-    // The writes above dirtied chunks; the daemon (time_base 5 s) clears them 10-15 s after the
+    // The writes above dirtied chunks; the daemon (time_base 30 s) clears them 60-90 s after the
     // last write, after the one-shot snapshot was taken.
     let md0 = &docs[0]["arrays"][0];
     assert!(
