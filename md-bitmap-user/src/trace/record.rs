@@ -50,6 +50,11 @@ pub struct RecordArgs {
 #[derive(Default)]
 struct Pending {
     q: VecDeque<TraceEvent>,
+    /// Daemon entries waiting for their return (thread id, entry time): the return tells
+    /// whether the pass ran, and at which jiffies.
+    daemon_open: Vec<(u32, u64)>,
+    /// The kernel's `bitmap->daemon_lastrun` as last seen.
+    lastrun: Option<u64>,
 }
 
 impl Pending {
@@ -61,6 +66,33 @@ impl Pending {
             i -= 1;
         }
         self.q.insert(i, ev);
+    }
+
+    /// The daemon's return on thread `tid`: md read `jiffies` for its time test after taking
+    /// `bitmap_info.mutex`, later than the entry probe's stamp, and set `daemon_lastrun` to it
+    /// when the pass ran. A pass that ran is recorded at the kernel's `daemon_lastrun`, so that
+    /// the replay's `time_before()` test passes where the kernel's did; one that did not keeps
+    /// the entry's jiffies (the test failed later, so it fails then too). As the mirror does
+    /// with the same probe.
+    fn daemon_done(&mut self, tid: u32, lastrun: Option<u64>) {
+        let Some(i) = self.daemon_open.iter().position(|(t, _)| *t == tid) else {
+            return;
+        };
+        let (_, t_entry) = self.daemon_open.swap_remove(i);
+        let Some(l) = lastrun else {
+            return;
+        };
+        if self.lastrun.is_some_and(|prev| prev != l) {
+            for e in self.q.iter_mut().rev() {
+                if let TraceEvent::Daemon { t_ns, jiffies } = e
+                    && *t_ns == t_entry
+                {
+                    *jiffies = (*jiffies).max(l);
+                    break;
+                }
+            }
+        }
+        self.lastrun = Some(l);
     }
 
     fn complete(&mut self, sector: u64, sectors: u64, t_ns: u64) {
@@ -94,6 +126,10 @@ impl Pending {
                     TraceEvent::Write {
                         t_ns, latency_ns, ..
                     } => latency_ns.is_some() || now.saturating_sub(*t_ns) > COMPLETION_WAIT_NS,
+                    TraceEvent::Daemon { t_ns, .. } => {
+                        !self.daemon_open.iter().any(|(_, t)| t == t_ns)
+                            || now.saturating_sub(*t_ns) > COMPLETION_WAIT_NS
+                    }
                     _ => true,
                 };
             if !ready {
@@ -155,6 +191,8 @@ pub fn run(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
     let (mut owners, mut lastrun, mut kevents) = (Vec::new(), None, None);
     match KernelStateReader::new(&syms).and_then(|r| {
         feed.attach_peek()?;
+        // md's offsets, for the daemon's return probe (`daemon_lastrun`).
+        feed.set_md_layout(r.layout().for_ebpf(abi.first_arg_is_mddev))?;
         let mddev = r.find_mddev(&mut feed, aref.dev)?;
         let bitmap = r.bitmap_addr(&mut feed, mddev)?;
         let k = r.read(&mut feed, mddev)?;
@@ -233,7 +271,10 @@ pub fn run(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
     let deadline = args
         .duration
         .map(|d| Instant::now() + Duration::from_secs_f64(d));
-    let mut pending = Pending::default();
+    let mut pending = Pending {
+        lastrun,
+        ..Pending::default()
+    };
     let r = record_loop(
         &mut feed,
         &abi,
@@ -304,10 +345,14 @@ fn record_loop<W: std::io::Write>(
                     ..
                 } if d == dev && rwbs == "W" => pending.complete(sector, sectors, t),
                 EventKind::DaemonWork { mddev } if ours(mddev) => {
+                    pending.daemon_open.push((ev.tid, t));
                     pending.insert(TraceEvent::Daemon {
                         t_ns: t,
                         jiffies: ev.jiffies,
                     })
+                }
+                EventKind::DaemonDone { mddev, lastrun } if ours(mddev) => {
+                    pending.daemon_done(ev.tid, lastrun)
                 }
                 EventKind::UpdateSb { owner, .. } if ours(owner) => {
                     pending.insert(TraceEvent::UpdateSb { t_ns: t })
@@ -327,5 +372,51 @@ fn record_loop<W: std::io::Write>(
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn daemon_jiffies(p: &Pending) -> Vec<u64> {
+        p.q.iter()
+            .filter_map(|e| match e {
+                TraceEvent::Daemon { jiffies, .. } => Some(*jiffies),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A daemon entry is held until its return; a pass that ran (the kernel's `daemon_lastrun`
+    /// moved) is recorded at the kernel's jiffies, one that did not keeps the entry's.
+    #[test]
+    fn daemon_entries_take_the_kernels_lastrun_when_the_pass_ran() {
+        let mut p = Pending {
+            lastrun: Some(900),
+            ..Pending::default()
+        };
+        p.daemon_open.push((7, 100));
+        p.insert(TraceEvent::Daemon {
+            t_ns: 100,
+            jiffies: 1000,
+        });
+        let mut w = TraceWriter::new(Vec::new(), &crate::trace::tests::header()).unwrap();
+        p.drain_ready(&mut w, 200, false).unwrap();
+        assert_eq!(p.q.len(), 1, "held until its return");
+        p.daemon_done(7, Some(1003));
+        assert_eq!(daemon_jiffies(&p), vec![1003]);
+        p.drain_ready(&mut w, 300, false).unwrap();
+        assert!(p.q.is_empty());
+
+        // Not due: lastrun unchanged, the entry's jiffies stay.
+        p.daemon_open.push((7, 400));
+        p.insert(TraceEvent::Daemon {
+            t_ns: 400,
+            jiffies: 1100,
+        });
+        p.daemon_done(7, Some(1003));
+        assert_eq!(daemon_jiffies(&p), vec![1100]);
+        assert!(p.daemon_open.is_empty());
     }
 }
