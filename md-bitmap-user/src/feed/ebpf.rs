@@ -120,6 +120,8 @@ impl Feed {
             ("md_daemon_work", &abi.daemon_work),
             ("md_unplug", &abi.unplug),
             ("md_update_sb", &abi.update_sb),
+            // The daemon's return probe (a kretprobe: aya's KProbe serves both kinds).
+            ("md_daemon_work_ret", &abi.daemon_work),
         ] {
             if let Some(f) = f {
                 probes.push((prog, f.as_str()));
@@ -134,23 +136,10 @@ impl Feed {
             p.load()
                 .with_context(|| format!("cannot load eBPF program {prog}"))?;
             p.attach(func, 0)
-                .with_context(|| format!("cannot attach kprobe {prog} to {func}"))?;
+                .with_context(|| format!("cannot attach {prog} to {func}"))?;
             self.attached
                 .kprobes
                 .insert(prog.to_string(), func.to_string());
-        }
-        if let Some(f) = &abi.daemon_work {
-            let prog = "md_daemon_work_ret";
-            let p: &mut KProbe = self
-                .ebpf
-                .program_mut(prog)
-                .ok_or_else(|| anyhow!("eBPF program {prog} missing from the object"))?
-                .try_into()?;
-            p.load()
-                .with_context(|| format!("cannot load eBPF program {prog}"))?;
-            p.attach(f, 0)
-                .with_context(|| format!("cannot attach kretprobe {prog} to {f}"))?;
-            self.attached.kprobes.insert(prog.to_string(), f.clone());
         }
         let btf = super::btf::Btf::load_vmlinux()?;
         let layout = bio_layout(&btf).context("vmlinux BTF: struct bio layout")?;
