@@ -123,7 +123,8 @@ pub enum TraceEvent {
     Daemon {
         /// Time, ns.
         t_ns: u64,
-        /// The kernel's jiffies then.
+        /// The kernel's jiffies then; for a pass that ran, the kernel's `daemon_lastrun` (the
+        /// jiffies md's time test passed at) when the recorder could read it.
         jiffies: u64,
     },
     /// An entry into the bitmap superblock update.
