@@ -3,6 +3,7 @@
 //! No I/O here: the agent ([`crate::agent`]) reads sysfs, the on-disk bitmap and the kernel's
 //! counters to seed and reconcile, and feeds [`FeedEvent`]s in; [`Mirror::snapshot`] is the
 //! read side for every view and exporter.
+pub mod drift;
 pub mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -122,6 +123,8 @@ pub struct MirrorArray {
     failed_end_write: bool,
     /// `mddev->degraded != 0` as last read from the kernel (see [`degraded`](Self::degraded)).
     kernel_degraded: Option<bool>,
+    /// The last bitmap events applied, for drift reports ([`drift`]).
+    history: drift::History,
 }
 
 impl MirrorArray {
@@ -153,6 +156,7 @@ impl MirrorArray {
             recovery_write_alls: 0,
             failed_end_write: false,
             kernel_degraded: None,
+            history: drift::History::default(),
         }
     }
 
@@ -298,6 +302,7 @@ impl MirrorArray {
         if ev.ts_ns < self.seed_ts_ns {
             return;
         }
+        self.history.push(ev);
         self.settle(ev.ts_ns);
         if let EventKind::EndWrite {
             success: Some(false),
@@ -876,11 +881,11 @@ impl Mirror {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::sysfs::BitmapInfo;
 
-    fn info() -> ArrayInfo {
+    pub(crate) fn info() -> ArrayInfo {
         ArrayInfo {
             name: "md0".into(),
             dev: DevNum { major: 9, minor: 0 },
