@@ -52,6 +52,8 @@ pub struct DiskBitmap {
     pub events: u64,
     /// `events_cleared`.
     pub events_cleared: u64,
+    /// The member it was read from (`dm-1`, `vdb`).
+    pub member: String,
 }
 
 /// Reads the on-disk bitmap of `info` from its first in-sync member (with O_DIRECT).
@@ -84,6 +86,7 @@ pub fn read_disk_bitmap(info: &ArrayInfo) -> Result<DiskBitmap> {
         geometry,
         events: mb.bitmap.events,
         events_cleared: mb.bitmap.events_cleared,
+        member: m.name.clone(),
     })
 }
 
@@ -105,6 +108,10 @@ pub struct Agent {
     last_drops: u64,
     /// Drift at the previous reconciliation, per array (re-seed when it persists).
     prev_drift: std::collections::HashMap<String, u64>,
+    /// Arrays whose reconciliation this period found the disk read disturbed (see
+    /// [`RECONCILE_GUARD_NS`]), retried every [`RECONCILE_RETRY`] until the next period.
+    reconcile_pending: std::collections::BTreeSet<String>,
+    last_reconcile_try: Instant,
     last_maintain: Instant,
     last_rescan: Instant,
     /// Decoded events drained but not yet applied (see [`Agent::verify`]).
@@ -197,6 +204,20 @@ pub const BATCH: Duration = Duration::from_millis(10);
 /// Time between the kernel reads that complete a seed (see [`MirrorArray::settle_seed`]).
 pub const SEED_GUARD: Duration = Duration::from_nanos(crate::mirror::SEED_GUARD_NS);
 
+/// A reconciliation compares the mirror with a disk read only when the array had no bitmap
+/// call (kprobe stamp, CLOCK_MONOTONIC) within this before the read, nor during it. A bitmap
+/// call's effects on the disk come after its stamp: md_bitmap_unplug() writes the pages a
+/// start-write dirtied and waits for them; md_bitmap_daemon_work() issues its page writes
+/// without waiting (`write_page(..., 0)`), so they land after it returns; md_bitmap_update_sb()
+/// writes page 0 synchronously. A read within that window can show a page the mirror has
+/// already written but the disk not yet, and the ring buffer may still hold a call made just
+/// before the read (6.1 under TCG: a start-write and its unplug, or a daemon pass, applied
+/// after the read showed 1-4 chunks of drift at single reconciliations).
+pub const RECONCILE_GUARD_NS: u64 = 250_000_000;
+
+/// How soon a disturbed reconciliation is tried again.
+pub const RECONCILE_RETRY: Duration = Duration::from_millis(100);
+
 /// Kernel reads per [`Agent::settle_seeds`] call.
 pub const SETTLE_ROUNDS: u32 = 10;
 
@@ -227,6 +248,8 @@ impl Agent {
             mirror: Mirror::default(),
             last_drops: 0,
             prev_drift: Default::default(),
+            reconcile_pending: Default::default(),
+            last_reconcile_try: Instant::now(),
             last_maintain: Instant::now(),
             last_rescan: Instant::now(),
             backlog: Default::default(),
@@ -624,45 +647,129 @@ impl Agent {
     }
 
     /// Compares each mirror with its on-disk bitmap; re-seeds an array whose drift persisted
-    /// over two reconciliations, and every array after ring-buffer drops.
+    /// over two reconciliations, and every array after ring-buffer drops. An array whose disk
+    /// read was disturbed by a bitmap call ([`RECONCILE_GUARD_NS`]) is not compared this time:
+    /// [`maintain`](Self::maintain) tries it again every [`RECONCILE_RETRY`] until the next
+    /// period.
     pub fn reconcile(&mut self) -> Result<()> {
         let drops = self.feed.counters()?.dropped;
         let dropped = drops > self.last_drops;
         self.last_drops = drops;
+        self.reconcile_pending.clear();
         let names: Vec<String> = self.mirror.arrays.keys().cloned().collect();
         for n in names {
-            let Some(mut a) = self.mirror.remove(&n) else {
-                continue;
-            };
-            if a.bitmap.is_some() {
-                match read_disk_bitmap(&a.info) {
-                    Ok(disk) => {
-                        let drift = a.drift_against(&disk.bits);
-                        a.health.drift_chunks = drift;
-                        a.last_reconcile_ns = Some(monotonic_ns());
-                        let persisted =
-                            drift > 0 && self.prev_drift.get(&n).copied().unwrap_or(0) > 0;
-                        self.prev_drift.insert(n.clone(), drift);
-                        if dropped || persisted {
-                            tracing::info!(
-                                "{n}: re-seeding the mirror ({})",
-                                if dropped {
-                                    "the kernel dropped feed records"
-                                } else {
-                                    "drift persisted"
-                                }
-                            );
-                            if let Err(e) = self.seed(&mut a) {
-                                tracing::warn!("{n}: re-seed failed: {e:#}");
-                            }
-                        }
-                    }
-                    Err(e) => eprintln!("md-bitmap: {n}: cannot read the on-disk bitmap: {e:#}"),
-                }
+            if dropped {
+                self.reseed_after_drops(&n);
+            } else if !self.try_reconcile(&n)? {
+                self.reconcile_pending.insert(n);
             }
-            self.mirror.insert(a);
         }
+        self.last_reconcile_try = Instant::now();
         self.settle_seeds()
+    }
+
+    /// The kernel dropped feed records: the mirror of `n` lost events; its drift is measured
+    /// and it is re-seeded.
+    fn reseed_after_drops(&mut self, n: &str) {
+        let Some(mut a) = self.mirror.remove(n) else {
+            return;
+        };
+        if a.bitmap.is_some() {
+            match read_disk_bitmap(&a.info) {
+                Ok(disk) => {
+                    let drift = a.drift_against(&disk.bits);
+                    a.health.drift_chunks = drift;
+                    a.last_reconcile_ns = Some(monotonic_ns());
+                    self.prev_drift.insert(n.to_string(), drift);
+                    tracing::info!("{n}: re-seeding the mirror (the kernel dropped feed records)");
+                    if let Err(e) = self.seed(&mut a) {
+                        tracing::warn!("{n}: re-seed failed: {e:#}");
+                    }
+                }
+                Err(e) => eprintln!("md-bitmap: {n}: cannot read the on-disk bitmap: {e:#}"),
+            }
+        }
+        self.mirror.insert(a);
+    }
+
+    /// Reconciles array `n` with its on-disk bitmap at a quiet instant: every event stamped
+    /// before the read is applied first; a read within [`RECONCILE_GUARD_NS`] of the array's
+    /// last bitmap call, or during one, is not compared (false: try again). Otherwise the
+    /// drift is recorded (and, when it is not zero, what the mirror knew about each drifting
+    /// chunk is logged: see [`MirrorArray::drift_report`]); drift at two reconciliations in
+    /// a row re-seeds the mirror. True when the array was reconciled (or has nothing to
+    /// reconcile).
+    fn try_reconcile(&mut self, n: &str) -> Result<bool> {
+        if self.mirror.arrays.get(n).is_none_or(|a| a.bitmap.is_none()) {
+            return Ok(true);
+        }
+        let t0 = monotonic_ns();
+        self.drain_to_backlog()?;
+        if !self.backlog.is_empty() {
+            self.read_kernel_degraded();
+        }
+        self.apply_until(t0)?;
+        let Some(a) = self.mirror.arrays.get_mut(n) else {
+            return Ok(true);
+        };
+        a.settle(t0);
+        let disk = match read_disk_bitmap(&a.info) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("md-bitmap: {n}: cannot read the on-disk bitmap: {e:#}");
+                return Ok(true);
+            }
+        };
+        let t1 = monotonic_ns();
+        self.drain_to_backlog()?;
+        let during = self.backlog.iter().find(|ev| {
+            ev.ts_ns <= t1
+                && !matches!(
+                    ev.kind,
+                    EventKind::BioQueue { .. }
+                        | EventKind::BioComplete { .. }
+                        | EventKind::BioRemap { .. }
+                )
+                && self.mirror.route(ev).as_deref() == Some(n)
+        });
+        let Some(a) = self.mirror.arrays.get(n) else {
+            return Ok(true);
+        };
+        let disturbed = crate::mirror::drift::read_disturbed(
+            a.last_bitmap_call_ns(),
+            t0,
+            during,
+            RECONCILE_GUARD_NS,
+        );
+        let drift = a.drift_against(&disk.bits);
+        if let Some(why) = disturbed {
+            if drift > 0 {
+                tracing::debug!(
+                    "{n}: not reconciled ({why}): {drift} chunks differ, not counted as drift"
+                );
+            }
+            return Ok(false);
+        }
+        if drift > 0 {
+            let report = a.drift_report(&disk.bits, &disk.member);
+            tracing::info!("{}", report.first().map_or("", String::as_str));
+            for l in report.iter().skip(1) {
+                tracing::debug!("{l}");
+            }
+        }
+        let persisted = drift > 0 && self.prev_drift.get(n).copied().unwrap_or(0) > 0;
+        self.prev_drift.insert(n.to_string(), drift);
+        let mut a = self.mirror.remove(n).expect("array present");
+        a.health.drift_chunks = drift;
+        a.last_reconcile_ns = Some(monotonic_ns());
+        if persisted {
+            tracing::info!("{n}: re-seeding the mirror (drift persisted)");
+            if let Err(e) = self.seed(&mut a) {
+                tracing::warn!("{n}: re-seed failed: {e:#}");
+            }
+        }
+        self.mirror.insert(a);
+        Ok(true)
     }
 
     /// Rescans sysfs at least every [`RESCAN_EVERY`] (array and member states, `degraded`,
@@ -674,7 +781,20 @@ impl Agent {
             self.last_rescan = Instant::now();
             self.rescan()?;
             self.reconcile()?;
-        } else if self.last_rescan.elapsed() >= RESCAN_EVERY {
+        } else if !self.reconcile_pending.is_empty()
+            && self.last_reconcile_try.elapsed() >= RECONCILE_RETRY
+        {
+            self.last_reconcile_try = Instant::now();
+            let pending: Vec<String> = std::mem::take(&mut self.reconcile_pending)
+                .into_iter()
+                .collect();
+            for n in pending {
+                if !self.try_reconcile(&n)? {
+                    self.reconcile_pending.insert(n);
+                }
+            }
+        }
+        if self.last_rescan.elapsed() >= RESCAN_EVERY {
             self.last_rescan = Instant::now();
             self.rescan()?;
         }

@@ -54,7 +54,7 @@ P0=$($DD if=/dev/md0 bs=1M count=1 skip=24 iflag=direct 2>/dev/null | md5sum)
 S0=$(members)
 mkdir -p /out/prog
 printf '#!/bin/sh\nf=/out/prog/$(date +%%s)-$$\necho "$@" > $f.args\ncat > $f.json\n' > /tmp/alert.sh; chmod +x /tmp/alert.sh
-md-bitmap watch --ndjson --interval 0.5 --reconcile 1 --stuck-write-secs 3 --stuck-bio-secs 3 --alert-program /tmp/alert.sh --ready-file /tmp/w1 > /out/watch1.ndjson 2>/out/watch1.err &
+MD_BITMAP_LOG=info,md_bitmap::agent=debug md-bitmap watch --ndjson --interval 0.5 --reconcile 1 --stuck-write-secs 3 --stuck-bio-secs 3 --alert-program /tmp/alert.sh --ready-file /tmp/w1 > /out/watch1.ndjson 2>/out/watch1.err &
 W1=$!
 mark agent-start
 ready /tmp/w1 $W1
@@ -514,22 +514,40 @@ fn run(series: Series) {
         eprintln!("kernel {rel}: watch1 {name} feed {f}");
         assert_eq!(u(f, "drift_chunks"), 0, "{rel}: {name} drift at the end");
     }
-    // Drift alarms through failure, re-add, bitmap and array lifecycle are reported, not
-    // asserted absent: the mirror follows md's degraded state and a recovery start's page
-    // writes, but a 6.1 run still showed 1-3 chunks of drift for two reconciliations after a
-    // re-add (an open gap). Each one that fired must have resolved.
+    // No drift alarm through failure, re-add, bitmap and array lifecycle. The agent logs each
+    // reconciliation that found drift, with what the mirror knew of each drifting chunk
+    // (mirror/drift.rs), and each disk read it did not compare because a bitmap call of the
+    // array came just before or during it (agent.rs, RECONCILE_GUARD_NS) but showed a
+    // difference: the page writes of the 6.1 runs' isolated drift of 1-4 chunks (a start-write
+    // and its unplug, or a daemon pass, stamped before the read and applied after it).
     let drift = |state: &str| {
         alerts
             .iter()
             .filter(|a| a["state"] == state && a["alert"]["name"] == "FeedDrift")
             .count()
     };
-    eprintln!("kernel {rel}: FeedDrift fired {} times", drift("fired"));
-    assert_eq!(
+    let w1err = err("watch1.err");
+    let measured: Vec<&str> = w1err
+        .lines()
+        .filter(|l| l.contains(": drift in "))
+        .collect();
+    let deferred = w1err
+        .lines()
+        .filter(|l| l.contains("not counted as drift"))
+        .count();
+    eprintln!(
+        "kernel {rel}: FeedDrift fired {} times; reconciliations with drift {}; disturbed reads that differed (not compared) {deferred}",
         drift("fired"),
-        drift("resolved"),
-        "{rel}: a FeedDrift alert did not resolve"
+        measured.len()
     );
+    if drift("fired") > 0 || !measured.is_empty() {
+        let log: Vec<&str> = w1err
+            .lines()
+            .filter(|l| l.contains("drift") || l.contains("  chunk ") || l.contains("ns j="))
+            .collect();
+        eprintln!("kernel {rel}: watch1 drift log:\n{}", log.join("\n"));
+    }
+    assert_eq!(drift("fired"), 0, "{rel}: FeedDrift fired: {alerts:?}");
     // The alert program got mdadm-style argv and the JSON.
     let prog_dir = r.out_dir.join("prog");
     let mut calls = Vec::new();
