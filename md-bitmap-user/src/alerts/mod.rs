@@ -547,8 +547,9 @@ impl AlertEngine {
                 mem.last_drop_ms = None;
             }
         }
-        // FeedDrift: drift at `drift_reconciles` reconciliations in a row (one alone can be a
-        // bitmap page write landing between the mirror's update and the disk read).
+        // FeedDrift: drift at `drift_reconciles` reconciliations in a row. Each compares a disk
+        // read at a quiet instant (agent.rs `RECONCILE_GUARD_NS`); a disturbed read is retried
+        // and does not count as a reconciliation here (`last_reconcile_age` does not reset).
         let age = s.feed.last_reconcile_age_secs;
         let new_reconcile = match (mem.reconcile_age, age) {
             (None, Some(_)) => true,
