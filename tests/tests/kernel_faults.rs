@@ -539,6 +539,19 @@ fn run(series: Series) {
         eprintln!("  {l}");
     }
     let deferred = deferred.len();
+    // Reconciliations of md0 that compared a read (the age of the last one went down), so
+    // that "no drift" is not the absence of any comparison.
+    let ages: Vec<f64> = snaps
+        .iter()
+        .filter_map(|s| array(s, "md0"))
+        .filter_map(|a| a["feed"]["last_reconcile_age_secs"].as_f64())
+        .collect();
+    let compared = ages.windows(2).filter(|w| w[1] < w[0]).count();
+    eprintln!("kernel {rel}: md0 reconciliations that compared a read: at least {compared}");
+    assert!(
+        compared >= 10,
+        "{rel}: md0 was reconciled only {compared} times"
+    );
     eprintln!(
         "kernel {rel}: FeedDrift fired {} times; reconciliations with drift {}; disturbed reads that differed (not compared) {deferred}",
         drift("fired"),
