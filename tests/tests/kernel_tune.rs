@@ -19,9 +19,9 @@
 //!
 //! Asserted: the replay's on-disk dirty set equals the kernel's, bit for bit; the replay's count
 //! of bitmap page writes is within 10 % of the writes the kernel queued to member 0's bitmap
-//! area over the same window; `mdadm -X`, run a moment later, counts as many dirty chunks as
-//! the replay at the instant of its read; `md-bitmap tune` runs in the guest and recommends a
-//! size. On a failed check (or with `MDB_TUNE_TIMELINE` set) the events around both reads are
+//! area over the same window; `mdadm -X`, run [`MDADM_RUNS`] times after it while the daemon
+//! clears the bits, counts each time as many dirty chunks as the replay at the instant of its
+//! read; `md-bitmap tune` runs in the guest and recommends a size. On a failed check (or with `MDB_TUNE_TIMELINE` set) the events around both reads are
 //! printed.
 use std::time::Duration;
 
@@ -29,6 +29,10 @@ use md_bitmap::trace::read_trace_file;
 use md_bitmap::tune::{DaemonMode, ReplayInput, ReplayOptions, replay};
 use tests::*;
 use xtask::kernels::Series;
+
+/// How many times `mdadm -X` reads member 0 after `inspect`, half a second apart (the daemon,
+/// every second, clears the second burst's bits meanwhile).
+const MDADM_RUNS: usize = 4;
 
 fn script(disks: &[String]) -> String {
     let (m0, m1) = (&disks[0], &disks[1]);
@@ -59,12 +63,14 @@ fn script(disks: &[String]) -> String {
     s += &format!(
         "md-bitmap inspect --json {m0} > /out/inspect.ndjson & P=$!; wait $P || exit 23; mdb_result inspect_pid $P\n"
     );
-    s += &format!("mdadm -X {m0} > /out/mdadm-x.txt & P=$!; wait $P; mdb_result mdadm_pid $P\n");
+    s += &format!(
+        "for i in $(seq 1 {MDADM_RUNS}); do mdadm -X {m0} > /out/mdadm-x-$i.txt & P=$!; wait $P; mdb_result mdadm_${{i}}_pid $P; sleep 0.5; done\n"
+    );
     s += "sleep 0.5\nkill -INT $R; wait $R; echo record exit $?; cat /out/record.err\n";
     s += &stop_events("member");
     s += "md-bitmap tune /out/t.trace --plot /out/t.svg > /out/tune.txt 2>&1; echo tune exit $?\n";
     s += "md-bitmap tune /out/t.trace --json --quiet > /out/tune.json || exit 24\n";
-    s += "cat /out/tune.txt; cat /out/mdadm-x.txt | tail -3\n";
+    s += "cat /out/tune.txt; cat /out/mdadm-x-1.txt | tail -3\n";
     s
 }
 
@@ -122,19 +128,23 @@ fn run(series: Series) {
     let chunks = trace.header.bitmap_sync_sectors.div_ceil(chunk / 512);
     let bits_end = (bitmap_start * 512 + 256 + chunks.div_ceil(8)).div_ceil(512);
     // The read that brought a reader the bits it reports: its last read of member 0's bitmap
-    // area (see the module doc), which must hold the whole bit area.
-    let bits_read = |who: &str| -> u64 {
+    // area (see the module doc), which must hold the whole bit area. Also the time of its
+    // first bitmap-area read.
+    let bits_read = |who: &str| -> (u64, u64) {
         let pid: u64 = r
             .result(&format!("{who}_pid"))
             .unwrap_or_else(|| panic!("{rel}: {who}'s pid not reported"))
             .trim()
             .parse()
             .unwrap();
-        let v = evs
+        let reads: Vec<&serde_json::Value> = evs
             .iter()
             .filter(|v| on_m0(v) && v["rwbs"] == "R" && in_bitmap(v))
-            .rfind(|v| v["tid"].as_u64() == Some(pid))
-            .unwrap_or_else(|| panic!("{rel}: {who}'s bitmap read not seen on {}", members[0]));
+            .filter(|v| v["tid"].as_u64() == Some(pid))
+            .collect();
+        let (Some(first), Some(v)) = (reads.first(), reads.last()) else {
+            panic!("{rel}: {who}'s bitmap read not seen on {}", members[0]);
+        };
         let (s, n) = (
             v["sector"].as_u64().unwrap(),
             v["sectors"].as_u64().unwrap(),
@@ -143,9 +153,12 @@ fn run(series: Series) {
             s <= bitmap_start && s + n >= bits_end,
             "{rel}: {who}'s last bitmap read (sector {s} +{n}) does not hold the bit area [{bitmap_start}, {bits_end})"
         );
-        v["ts_ns"].as_u64().unwrap()
+        (
+            first["ts_ns"].as_u64().unwrap(),
+            v["ts_ns"].as_u64().unwrap(),
+        )
     };
-    let t_read = bits_read("inspect");
+    let t_read = bits_read("inspect").1;
     assert!(
         t_read > trace.header.start_ns,
         "{rel}: inspect read before the trace started"
@@ -198,20 +211,38 @@ fn run(series: Series) {
         modelled.end_dirty.iter().map(|r| r.1 - r.0).sum::<u64>(),
         modelled.page_writes_total,
     );
-    // mdadm -X, a little later: its dirty count equals the replay's at the instant it read.
-    let t_x = bits_read("mdadm");
-    let at_x = replay(&full.clone().until(t_x), chunk, &opts).unwrap();
-    let xd: u64 = at_x.end_dirty.iter().map(|r| r.1 - r.0).sum();
-    let x = r.out_file("mdadm-x.txt").unwrap();
-    eprintln!(
-        "kernel {rel}: mdadm -X {:.3} s after inspect: replay {xd} dirty; mdadm: {}",
-        (t_x - t_read) as f64 / 1e9,
-        x.lines().last().unwrap_or("").trim()
-    );
+    // mdadm -X, run after inspect while the daemon clears bits: each run's dirty count equals
+    // the replay's at the instant of its read.
+    let kernel_bitmap_writes = |a: u64, b: u64| {
+        evs.iter()
+            .filter(|v| on_m0(v) && v["rwbs"] == "W" && in_bitmap(v))
+            .filter(|v| (a..b).contains(&v["ts_ns"].as_u64().unwrap()))
+            .count()
+    };
+    let mut mdadm_bad = None;
+    for i in 1..=MDADM_RUNS {
+        let (t_first, t_x) = bits_read(&format!("mdadm_{i}"));
+        let at_x = replay(&full.clone().until(t_x), chunk, &opts).unwrap();
+        let xd: u64 = at_x.end_dirty.iter().map(|r| r.1 - r.0).sum();
+        let x = r.out_file(&format!("mdadm-x-{i}.txt")).unwrap();
+        let line = x.lines().find(|l| l.contains("Bitmap :")).unwrap_or("");
+        eprintln!(
+            "kernel {rel}: mdadm -X #{i} {:.3} s after inspect (its bitmap reads span {:.1} ms, \
+             kernel bitmap writes within them: {}): replay {xd} dirty; mdadm: {}",
+            (t_x - t_read) as f64 / 1e9,
+            (t_x - t_first) as f64 / 1e6,
+            kernel_bitmap_writes(t_first, t_x),
+            line.trim()
+        );
+        if mdadm_bad.is_none() && !line.contains(&format!(" {xd} dirty")) {
+            mdadm_bad = Some((i, t_x, xd, x));
+        }
+    }
     if res.end_dirty != kernel_dirty
-        || !x.contains(&format!(" {xd} dirty"))
+        || mdadm_bad.is_some()
         || std::env::var_os("MDB_TUNE_TIMELINE").is_some()
     {
+        let t_x = mdadm_bad.as_ref().map_or(t_read, |b| b.1);
         let area = (bitmap_start, data_offset);
         let m0 = &members[0];
         eprintln!(
@@ -241,10 +272,9 @@ fn run(series: Series) {
         "{rel}: page writes replay {} vs kernel {kernel_page_writes}",
         res.page_writes_total
     );
-    assert!(
-        x.contains(&format!(" {xd} dirty")),
-        "{rel}: mdadm -X disagrees with the replay ({xd} dirty):\n{x}"
-    );
+    if let Some((i, _, xd, x)) = mdadm_bad {
+        panic!("{rel}: mdadm -X #{i} disagrees with the replay ({xd} dirty):\n{x}");
+    }
     // tune in the guest: a recommendation, the mdadm commands or the in-use note, an SVG.
     let t: serde_json::Value = serde_json::from_str(&r.out_file("tune.json").unwrap()).unwrap();
     assert!(t["recommended_chunk_bytes"].as_u64().unwrap() >= 4096);
@@ -268,7 +298,7 @@ fn timeline(
     opts: &ReplayOptions,
 ) -> String {
     use md_bitmap::trace::TraceEvent;
-    let (lo, hi) = (t_read.saturating_sub(2_500_000_000), t_x + 1_000_000_000);
+    let (lo, hi) = (t_read.saturating_sub(5_000_000_000), t_x + 1_000_000_000);
     let ms = |t: u64| (t as f64 - t_read as f64) / 1e6;
     let mut lines: Vec<(u64, String)> = Vec::new();
     for v in evs {
@@ -311,7 +341,7 @@ fn timeline(
     }
     lines.sort_by_key(|l| l.0);
     let mut out = format!(
-        "timeline (0 = inspect's read, mdadm's read pinned at {:.3} ms; hz {:?}, daemon sleep {:?} jiffies, \
+        "timeline (0 = inspect's read, the mdadm read compared at {:.3} ms; hz {:?}, daemon sleep {:?} jiffies, \
          replay jiffies at ns t = jiffies of the last recorded daemon entry before t + (t - its t) * hz / 1e9):\n",
         ms(t_x),
         input.hz,
