@@ -7,17 +7,32 @@
 //! watches the members' own bios. On the host the trace is replayed under the chunk size in use
 //! up to the instant of that read (its bio on the member, seen on the block layer).
 //!
+//! Which bio is "the read": both readers read member 0's bitmap area several times, and only
+//! the last read holds the bits they report. `inspect` reads the bitmap superblock, then the
+//! bit area (`examine_member`); `mdadm -X` (O_DIRECT, `bitmap_file_open()`) reads the bitmap
+//! superblock (512 B) each time `guess_super()` and `bitmap_file_open()` load the 1.2
+//! superblock (`load_super1()`; five such reads, over 30-70 ms under TCG), then 8 KiB from the
+//! bitmap's start in `bitmap_fd_read()`, whose bits it counts. A daemon or superblock write
+//! between the first of these reads and the last changes what mdadm counts, so the reads are
+//! told apart by the reader's pid (the bio's submitting thread), and the last one must cover
+//! the whole bit area.
+//!
 //! Asserted: the replay's on-disk dirty set equals the kernel's, bit for bit; the replay's count
 //! of bitmap page writes is within 10 % of the writes the kernel queued to member 0's bitmap
-//! area over the same window; `mdadm -X`, run a moment later (its read found after a marker
-//! read of sector 1), counts as many dirty chunks as the replay at that instant; `md-bitmap
-//! tune` runs in the guest and recommends a size.
+//! area over the same window; `mdadm -X`, run [`MDADM_RUNS`] times after it while the daemon
+//! clears the bits, counts each time as many dirty chunks as the replay at the instant of its
+//! read; `md-bitmap tune` runs in the guest and recommends a size. On a failed check (or with `MDB_TUNE_TIMELINE` set) the events around both reads are
+//! printed.
 use std::time::Duration;
 
 use md_bitmap::trace::read_trace_file;
 use md_bitmap::tune::{DaemonMode, ReplayInput, ReplayOptions, replay};
 use tests::*;
 use xtask::kernels::Series;
+
+/// How many times `mdadm -X` reads member 0 after `inspect`, half a second apart (the daemon,
+/// every second, clears the second burst's bits meanwhile).
+const MDADM_RUNS: usize = 4;
 
 fn script(disks: &[String]) -> String {
     let (m0, m1) = (&disks[0], &disks[1]);
@@ -44,17 +59,18 @@ fn script(disks: &[String]) -> String {
     s += "sleep 5\n";
     // Burst 2: three writers, then read the bitmap at once, while bits are still dirty.
     s += "W=\"\"\nfor w in 1 2 3; do ( for j in $(seq 1 15); do /usr/local/bin/dd if=/dev/zero of=/dev/md0 bs=4096 count=$((RANDOM % 4 + 1)) seek=$((RANDOM % 15000)) oflag=direct 2>/dev/null; done ) & W=\"$W $!\"; done\nwait $W\n";
-    s += &format!("md-bitmap inspect --json {m0} > /out/inspect.ndjson || exit 23\n");
-    // A marker read of sector 1 (nothing else reads it), then mdadm -X: its bitmap read is the
-    // first one after the marker.
+    // Each reader's pid tells its bios on member 0 apart from the others'.
     s += &format!(
-        "/usr/local/bin/dd if={m0} of=/dev/null bs=512 count=1 skip=1 iflag=direct 2>/dev/null; blockdev --flushbufs {m0}; mdadm -X {m0} > /out/mdadm-x.txt\n"
+        "md-bitmap inspect --json {m0} > /out/inspect.ndjson & P=$!; wait $P || exit 23; mdb_result inspect_pid $P\n"
+    );
+    s += &format!(
+        "for i in $(seq 1 {MDADM_RUNS}); do mdadm -X {m0} > /out/mdadm-x-$i.txt & P=$!; wait $P; mdb_result mdadm_${{i}}_pid $P; sleep 0.5; done\n"
     );
     s += "sleep 0.5\nkill -INT $R; wait $R; echo record exit $?; cat /out/record.err\n";
     s += &stop_events("member");
     s += "md-bitmap tune /out/t.trace --plot /out/t.svg > /out/tune.txt 2>&1; echo tune exit $?\n";
     s += "md-bitmap tune /out/t.trace --json --quiet > /out/tune.json || exit 24\n";
-    s += "cat /out/tune.txt; cat /out/mdadm-x.txt | tail -3\n";
+    s += "cat /out/tune.txt; cat /out/mdadm-x-1.txt | tail -3\n";
     s
 }
 
@@ -100,20 +116,53 @@ fn run(series: Series) {
     let chunk = ins[0]["chunk_size_bytes"].as_u64().unwrap();
     assert_eq!(chunk, trace.header.bitmap_chunk_bytes);
 
-    // The member bios: the instant `inspect` read member 0's bitmap, and the kernel's own writes
-    // to member 0's bitmap area before it.
+    // The member bios: the instant `inspect` read member 0's bitmap bits, and the kernel's own
+    // writes to member 0's bitmap area before it.
     let evs = ndjson(&r.out_file("member.ndjson").unwrap());
     let in_bitmap = |v: &serde_json::Value| {
         let s = v["sector"].as_u64().unwrap();
         (bitmap_start..data_offset).contains(&s)
     };
     let on_m0 = |v: &serde_json::Value| v["event"] == "bio_queue" && dev_of(v) == members[0];
-    let t_read = evs
-        .iter()
-        .filter(|v| on_m0(v) && v["rwbs"] == "R" && in_bitmap(v))
-        .map(|v| v["ts_ns"].as_u64().unwrap())
-        .find(|&t| t > trace.header.start_ns)
-        .unwrap_or_else(|| panic!("{rel}: inspect's bitmap read not seen on {}", members[0]));
+    // The bit area: after the 256-byte bitmap superblock, one bit per chunk.
+    let chunks = trace.header.bitmap_sync_sectors.div_ceil(chunk / 512);
+    let bits_end = (bitmap_start * 512 + 256 + chunks.div_ceil(8)).div_ceil(512);
+    // The read that brought a reader the bits it reports: its last read of member 0's bitmap
+    // area (see the module doc), which must hold the whole bit area. Also the time of its
+    // first bitmap-area read.
+    let bits_read = |who: &str| -> (u64, u64) {
+        let pid: u64 = r
+            .result(&format!("{who}_pid"))
+            .unwrap_or_else(|| panic!("{rel}: {who}'s pid not reported"))
+            .trim()
+            .parse()
+            .unwrap();
+        let reads: Vec<&serde_json::Value> = evs
+            .iter()
+            .filter(|v| on_m0(v) && v["rwbs"] == "R" && in_bitmap(v))
+            .filter(|v| v["tid"].as_u64() == Some(pid))
+            .collect();
+        let (Some(first), Some(v)) = (reads.first(), reads.last()) else {
+            panic!("{rel}: {who}'s bitmap read not seen on {}", members[0]);
+        };
+        let (s, n) = (
+            v["sector"].as_u64().unwrap(),
+            v["sectors"].as_u64().unwrap(),
+        );
+        assert!(
+            s <= bitmap_start && s + n >= bits_end,
+            "{rel}: {who}'s last bitmap read (sector {s} +{n}) does not hold the bit area [{bitmap_start}, {bits_end})"
+        );
+        (
+            first["ts_ns"].as_u64().unwrap(),
+            v["ts_ns"].as_u64().unwrap(),
+        )
+    };
+    let t_read = bits_read("inspect").1;
+    assert!(
+        t_read > trace.header.start_ns,
+        "{rel}: inspect read before the trace started"
+    );
     let kernel_page_writes = evs
         .iter()
         .filter(|v| on_m0(v) && v["rwbs"] == "W" && in_bitmap(v))
@@ -130,7 +179,8 @@ fn run(series: Series) {
         .filter(|e| matches!(e, md_bitmap::trace::TraceEvent::Daemon { .. }))
         .count();
 
-    let input = ReplayInput::new(&trace).unwrap().until(t_read);
+    let full = ReplayInput::new(&trace).unwrap();
+    let input = full.clone().until(t_read);
     let opts = ReplayOptions {
         daemon: DaemonMode::Recorded,
         resync_bytes_per_sec: 200e6,
@@ -161,6 +211,45 @@ fn run(series: Series) {
         modelled.end_dirty.iter().map(|r| r.1 - r.0).sum::<u64>(),
         modelled.page_writes_total,
     );
+    // mdadm -X, run after inspect while the daemon clears bits: each run's dirty count equals
+    // the replay's at the instant of its read.
+    let kernel_bitmap_writes = |a: u64, b: u64| {
+        evs.iter()
+            .filter(|v| on_m0(v) && v["rwbs"] == "W" && in_bitmap(v))
+            .filter(|v| (a..b).contains(&v["ts_ns"].as_u64().unwrap()))
+            .count()
+    };
+    let mut mdadm_bad = None;
+    for i in 1..=MDADM_RUNS {
+        let (t_first, t_x) = bits_read(&format!("mdadm_{i}"));
+        let at_x = replay(&full.clone().until(t_x), chunk, &opts).unwrap();
+        let xd: u64 = at_x.end_dirty.iter().map(|r| r.1 - r.0).sum();
+        let x = r.out_file(&format!("mdadm-x-{i}.txt")).unwrap();
+        let line = x.lines().find(|l| l.contains("Bitmap :")).unwrap_or("");
+        eprintln!(
+            "kernel {rel}: mdadm -X #{i} {:.3} s after inspect (its bitmap reads span {:.1} ms, \
+             kernel bitmap writes within them: {}): replay {xd} dirty; mdadm: {}",
+            (t_x - t_read) as f64 / 1e9,
+            (t_x - t_first) as f64 / 1e6,
+            kernel_bitmap_writes(t_first, t_x),
+            line.trim()
+        );
+        if mdadm_bad.is_none() && !line.contains(&format!(" {xd} dirty")) {
+            mdadm_bad = Some((i, t_x, xd, x));
+        }
+    }
+    if res.end_dirty != kernel_dirty
+        || mdadm_bad.is_some()
+        || std::env::var_os("MDB_TUNE_TIMELINE").is_some()
+    {
+        let t_x = mdadm_bad.as_ref().map_or(t_read, |b| b.1);
+        let area = (bitmap_start, data_offset);
+        let m0 = &members[0];
+        eprintln!(
+            "{}",
+            timeline(&evs, &trace, &full, (t_read, t_x), m0, area, chunk, &opts)
+        );
+    }
     assert!(
         data_writes >= 100,
         "{rel}: only {data_writes} writes recorded"
@@ -183,37 +272,86 @@ fn run(series: Series) {
         "{rel}: page writes replay {} vs kernel {kernel_page_writes}",
         res.page_writes_total
     );
-    // mdadm -X, a little later: its dirty count equals the replay's at the instant it read.
-    let t_marker = evs
-        .iter()
-        .filter(|v| on_m0(v) && v["rwbs"] == "R" && v["sector"] == 1)
-        .map(|v| v["ts_ns"].as_u64().unwrap())
-        .find(|&t| t > t_read)
-        .unwrap_or_else(|| panic!("{rel}: marker read not seen"));
-    let t_x = evs
-        .iter()
-        .filter(|v| on_m0(v) && v["rwbs"] == "R" && in_bitmap(v))
-        .map(|v| v["ts_ns"].as_u64().unwrap())
-        .find(|&t| t > t_marker)
-        .unwrap_or_else(|| panic!("{rel}: mdadm -X's bitmap read not seen"));
-    let at_x = replay(&ReplayInput::new(&trace).unwrap().until(t_x), chunk, &opts).unwrap();
-    let xd: u64 = at_x.end_dirty.iter().map(|r| r.1 - r.0).sum();
-    let x = r.out_file("mdadm-x.txt").unwrap();
-    eprintln!(
-        "kernel {rel}: mdadm -X {:.3} s after inspect: replay {xd} dirty; mdadm: {}",
-        (t_x - t_read) as f64 / 1e9,
-        x.lines().last().unwrap_or("").trim()
-    );
-    assert!(
-        x.contains(&format!("{xd} dirty")),
-        "{rel}: mdadm -X disagrees with the replay ({xd} dirty):\n{x}"
-    );
+    if let Some((i, _, xd, x)) = mdadm_bad {
+        panic!("{rel}: mdadm -X #{i} disagrees with the replay ({xd} dirty):\n{x}");
+    }
     // tune in the guest: a recommendation, the mdadm commands or the in-use note, an SVG.
     let t: serde_json::Value = serde_json::from_str(&r.out_file("tune.json").unwrap()).unwrap();
     assert!(t["recommended_chunk_bytes"].as_u64().unwrap() >= 4096);
     assert!(t["results"].as_array().unwrap().len() >= 10);
     assert!(r.out_file("t.svg").unwrap().contains("<polyline"));
     cleanup(&dir);
+}
+
+/// The events around inspect's read and mdadm's, relative to inspect's read (ms): member 0's
+/// bios, the kernel's daemon / superblock / unplug calls, the trace's daemon entries with their
+/// jiffies, and the replay's dirty count at each member-0 bitmap-area read.
+#[allow(clippy::too_many_arguments)]
+fn timeline(
+    evs: &[serde_json::Value],
+    trace: &md_bitmap::trace::Trace,
+    input: &ReplayInput,
+    (t_read, t_x): (u64, u64),
+    m0: &str,
+    area: (u64, u64),
+    chunk: u64,
+    opts: &ReplayOptions,
+) -> String {
+    use md_bitmap::trace::TraceEvent;
+    let (lo, hi) = (t_read.saturating_sub(5_000_000_000), t_x + 1_000_000_000);
+    let ms = |t: u64| (t as f64 - t_read as f64) / 1e6;
+    let mut lines: Vec<(u64, String)> = Vec::new();
+    for v in evs {
+        let t = v["ts_ns"].as_u64().unwrap_or(0);
+        if !(lo..hi).contains(&t) {
+            continue;
+        }
+        let kind = v["event"].as_str().unwrap_or("");
+        let line = match kind {
+            "bio_queue" | "bio_complete" if dev_of(v) == m0 => {
+                let s = v["sector"].as_u64().unwrap_or(0);
+                let n = v["sectors"].as_u64().unwrap_or(0);
+                let mut l = format!("m0 {kind} {} sector {s} +{n} tid {}", v["rwbs"], v["tid"]);
+                if (area.0..area.1).contains(&s) {
+                    let at = replay(&input.clone().until(t), chunk, opts).unwrap();
+                    let d: u64 = at.end_dirty.iter().map(|r| r.1 - r.0).sum();
+                    l += &format!(" [bitmap area; replay dirty before it {d}]");
+                }
+                l
+            }
+            "daemon_work" | "daemon_done" | "update_sb" | "unplug" => {
+                format!("kernel {kind} jiffies {} {}", v["jiffies"], v["lastrun"])
+            }
+            _ => continue,
+        };
+        lines.push((t, format!("{:>10.3} ms  {line}", ms(t))));
+    }
+    for e in &trace.events {
+        let t = e.t_ns();
+        if !(lo..hi).contains(&t) {
+            continue;
+        }
+        let line = match e {
+            TraceEvent::Daemon { jiffies, .. } => format!("trace Daemon jiffies {jiffies}"),
+            TraceEvent::UpdateSb { .. } => "trace UpdateSb".into(),
+            TraceEvent::Unplug { .. } => "trace Unplug".into(),
+            TraceEvent::Write { .. } => continue,
+        };
+        lines.push((t, format!("{:>10.3} ms  {line}", ms(t))));
+    }
+    lines.sort_by_key(|l| l.0);
+    let mut out = format!(
+        "timeline (0 = inspect's read, the mdadm read compared at {:.3} ms; hz {:?}, daemon sleep {:?} jiffies, \
+         replay jiffies at ns t = jiffies of the last recorded daemon entry before t + (t - its t) * hz / 1e9):\n",
+        ms(t_x),
+        input.hz,
+        input.sleep_jiffies
+    );
+    for (_, l) in lines {
+        out += &l;
+        out.push('\n');
+    }
+    out
 }
 
 #[test]
