@@ -104,7 +104,14 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000_000);
-    let sizes: Vec<u64> = (12..24).map(|s| 1u64 << s).collect();
+    // `TUNE_BENCH_SIZES=4096,8192` replays only those sizes (to profile one of them).
+    let sizes: Vec<u64> = match std::env::var("TUNE_BENCH_SIZES") {
+        Ok(s) => s
+            .split(',')
+            .map(|x| x.trim().parse().expect("TUNE_BENCH_SIZES: sizes in bytes"))
+            .collect(),
+        Err(_) => (12..24).map(|s| 1u64 << s).collect(),
+    };
     let t0 = Instant::now();
     let trace = synthetic(n);
     let input = ReplayInput::new(&trace).expect("valid trace");
@@ -135,12 +142,13 @@ fn main() {
     if std::env::var_os("TUNE_BENCH_PER_SIZE").is_some() {
         // Each size alone on one thread: where the time goes.
         for &c in &sizes {
-            let t = Instant::now();
+            let (t, cpu) = (Instant::now(), process_cpu());
             let r = replay(&input, c, &opts).expect("replay");
             println!(
-                "  {:>9} B alone: {:.3} s ({} bits set)",
+                "  {:>9} B alone: {:.3} s, CPU {:.3} s ({} bits set)",
                 c,
                 t.elapsed().as_secs_f64(),
+                process_cpu() - cpu,
                 r.bits_set
             );
         }
