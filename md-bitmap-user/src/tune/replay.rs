@@ -595,8 +595,15 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
                         if n == 0 {
                             continue; // no chunk: the kernel's loop does nothing
                         }
+                        // A call inside one chunk goes as it is, else chunk by chunk.
                         let (lo, hi) = (off >> shift, (off + u64::from(n) - 1) >> shift);
-                        for c in lo..=hi {
+                        bits_set += u64::from(bm.counter(lo).raw() == 0);
+                        if lo == hi {
+                            bm.start_write(off, u64::from(n), false);
+                            continue;
+                        }
+                        bm.start_write(lo << shift, 1, false);
+                        for c in lo + 1..=hi {
                             bits_set += u64::from(bm.counter(c).raw() == 0);
                             bm.start_write(c << shift, 1, false);
                         }
@@ -630,6 +637,10 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
                             continue;
                         }
                         let (lo, hi) = (off >> shift, (off + u64::from(n) - 1) >> shift);
+                        if lo == hi {
+                            bm.end_write(off, u64::from(n), true, false, false);
+                            continue;
+                        }
                         for c in lo..=hi {
                             bm.end_write(c << shift, 1, true, false, false);
                         }
