@@ -1,7 +1,9 @@
 //! Chunk-size tuning speed: replay a synthetic 10 M-write trace under 12 chunk sizes (4 KiB …
 //! 8 MiB) and print the throughput in writes × sizes per second.
 //!
-//! `cargo bench -p md-bitmap-user --bench tune` (`TUNE_BENCH_WRITES=N` for another size).
+//! `cargo bench -p md-bitmap-user --bench tune` (`TUNE_BENCH_WRITES=N` for another trace
+//! length, `TUNE_BENCH_SIZES=4096,8192` for some chunk sizes only, `TUNE_BENCH_PER_SIZE=1` to
+//! also replay each size alone and print its wall and CPU time).
 //! The trace: a 64 GiB raid1, 10 µs between writes (100 s), 4–64 KiB writes, 70 % in
 //! sequential streams and 30 % random, 1 ms latency, the md thread waking into the daemon
 //! every 5 s.
