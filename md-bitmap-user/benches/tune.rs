@@ -1,7 +1,9 @@
 //! Chunk-size tuning speed: replay a synthetic 10 M-write trace under 12 chunk sizes (4 KiB …
 //! 8 MiB) and print the throughput in writes × sizes per second.
 //!
-//! `cargo bench -p md-bitmap-user --bench tune` (`TUNE_BENCH_WRITES=N` for another size).
+//! `cargo bench -p md-bitmap-user --bench tune` (`TUNE_BENCH_WRITES=N` for another trace
+//! length, `TUNE_BENCH_SIZES=4096,8192` for some chunk sizes only, `TUNE_BENCH_PER_SIZE=1` to
+//! also replay each size alone and print its wall and CPU time).
 //! The trace: a 64 GiB raid1, 10 µs between writes (100 s), 4–64 KiB writes, 70 % in
 //! sequential streams and 30 % random, 1 ms latency, the md thread waking into the daemon
 //! every 5 s.
@@ -104,7 +106,14 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000_000);
-    let sizes: Vec<u64> = (12..24).map(|s| 1u64 << s).collect();
+    // `TUNE_BENCH_SIZES=4096,8192` replays only those sizes (to profile one of them).
+    let sizes: Vec<u64> = match std::env::var("TUNE_BENCH_SIZES") {
+        Ok(s) => s
+            .split(',')
+            .map(|x| x.trim().parse().expect("TUNE_BENCH_SIZES: sizes in bytes"))
+            .collect(),
+        Err(_) => (12..24).map(|s| 1u64 << s).collect(),
+    };
     let t0 = Instant::now();
     let trace = synthetic(n);
     let input = ReplayInput::new(&trace).expect("valid trace");
@@ -135,12 +144,13 @@ fn main() {
     if std::env::var_os("TUNE_BENCH_PER_SIZE").is_some() {
         // Each size alone on one thread: where the time goes.
         for &c in &sizes {
-            let t = Instant::now();
+            let (t, cpu) = (Instant::now(), process_cpu());
             let r = replay(&input, c, &opts).expect("replay");
             println!(
-                "  {:>9} B alone: {:.3} s ({} bits set)",
+                "  {:>9} B alone: {:.3} s, CPU {:.3} s ({} bits set)",
                 c,
                 t.elapsed().as_secs_f64(),
+                process_cpu() - cpu,
                 r.bits_set
             );
         }

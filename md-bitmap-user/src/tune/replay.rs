@@ -27,7 +27,9 @@ use std::collections::HashMap;
 use anyhow::{Context, Result, bail};
 
 use crate::engine::mapping::{Accounting, ArrayGeometry, ArrayMap, CallOptions};
-use crate::engine::{Bitmap, BitmapConfig, BitmapGeometry, KERNEL_PAGE_SIZE, KernelVariant};
+use crate::engine::{
+    Bitmap, BitmapConfig, BitmapGeometry, COUNTER_MAX, KERNEL_PAGE_SIZE, KernelVariant,
+};
 use crate::trace::{Trace, TraceEvent, TraceHeader};
 
 /// Size of the kernel's `struct bitmap_page` (a `char *map` and two 32-bit bitfield words)
@@ -88,6 +90,11 @@ pub struct ReplayInput {
     pub sync_sectors: u64,
     /// The trace has the kernel's unplug calls (else each write unplugs at once).
     pub has_unplug: bool,
+    /// Most start-/end-write calls in flight at once (a bound on any counter's writes in
+    /// flight, which decides whether [`replay`] may split calls into single chunks).
+    pub(crate) max_calls_in_flight: u64,
+    /// Last bitmap sector any call touches (`None` without calls of a sector or more).
+    pub(crate) last_call_sector: Option<u64>,
 }
 
 /// The engine variant named in a trace header.
@@ -240,6 +247,22 @@ impl ReplayInput {
             }
         }
         let steps = sort_steps(steps);
+        let (mut in_flight, mut max_calls_in_flight) = (0u64, 0u64);
+        for &(_, step) in &steps {
+            match step {
+                Step::Start { a, b } => {
+                    in_flight += u64::from(b - a);
+                    max_calls_in_flight = max_calls_in_flight.max(in_flight);
+                }
+                Step::End { a, b } => in_flight = in_flight.saturating_sub(u64::from(b - a)),
+                _ => {}
+            }
+        }
+        let last_call_sector = calls
+            .iter()
+            .filter(|c| c.1 > 0)
+            .map(|&(off, n)| off + u64::from(n) - 1)
+            .max();
         let span_ns = (
             trace.events.first().map_or(0, |e| e.t_ns()),
             trace.events.last().map_or(0, |e| e.t_ns()),
@@ -272,6 +295,8 @@ impl ReplayInput {
             initial_dirty_sectors,
             sync_sectors: h.bitmap_sync_sectors,
             has_unplug,
+            max_calls_in_flight,
+            last_call_sector,
         })
     }
 
@@ -434,6 +459,17 @@ impl DirtyTimeline {
 }
 
 /// Replays `input` with a bitmap of `chunk_bytes` chunks.
+///
+/// A call covering several chunks goes to the engine one chunk at a time, which is the
+/// kernel's own loop (`md_bitmap_startwrite()` / `bitmap_start_write()` and the end-write
+/// walk the range chunk by chunk, each step touching only that chunk's counter, bit and pages)
+/// and lets every chunk take the engine's single-chunk paths. Two exits of the kernel's loop
+/// would make the split differ, so it is used only when neither can happen: a chunk at
+/// `COUNTER_MAX` (the writer sleeps on `overflow_wait` with the rest of its range uncounted;
+/// ruled out when fewer calls than `COUNTER_MAX - 2` are ever in flight, as a counter holds
+/// 2 + its writes in flight) and a chunk past the last counter page (`md_bitmap_get_counter()`
+/// returns NULL and the loop ends; ruled out when every call lies inside the bitmap's chunks).
+/// Otherwise every call goes to the engine as recorded.
 pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Result<SizeResult> {
     let geo = BitmapGeometry::new(chunk_bytes, input.sync_sectors)
         .map_err(|e| anyhow::anyhow!("chunk size {chunk_bytes}: {e:?}"))?;
@@ -506,6 +542,10 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
         }};
     }
 
+    // Whether calls may be split into single chunks (see above).
+    let split = input.max_calls_in_flight + 2 < u64::from(COUNTER_MAX)
+        && input.last_call_sector.is_none_or(|s| (s >> shift) < chunks);
+
     // Steps ahead whose first chunk is prefetched: the counters of random writes are cache
     // misses (the 4 KiB-chunk bitmap of a large array has tens of MiB of counters).
     const LOOKAHEAD: usize = 16;
@@ -550,16 +590,36 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
                         after_write_pages!(t);
                     }
                 }
-                for &(off, n) in &input.calls[a as usize..b as usize] {
-                    let n = u64::from(n);
-                    if n > 0 {
-                        let lo = off >> shift;
-                        let hi = ((off + n - 1) >> shift).min(chunks.saturating_sub(1));
-                        for c in lo..=hi {
+                if split {
+                    for &(off, n) in &input.calls[a as usize..b as usize] {
+                        if n == 0 {
+                            continue; // no chunk: the kernel's loop does nothing
+                        }
+                        // A call inside one chunk goes as it is, else chunk by chunk.
+                        let (lo, hi) = (off >> shift, (off + u64::from(n) - 1) >> shift);
+                        bits_set += u64::from(bm.counter(lo).raw() == 0);
+                        if lo == hi {
+                            bm.start_write(off, u64::from(n), false);
+                            continue;
+                        }
+                        bm.start_write(lo << shift, 1, false);
+                        for c in lo + 1..=hi {
                             bits_set += u64::from(bm.counter(c).raw() == 0);
+                            bm.start_write(c << shift, 1, false);
                         }
                     }
-                    bm.start_write(off, n, false);
+                } else {
+                    for &(off, n) in &input.calls[a as usize..b as usize] {
+                        let n = u64::from(n);
+                        if n > 0 {
+                            let lo = off >> shift;
+                            let hi = ((off + n - 1) >> shift).min(chunks.saturating_sub(1));
+                            for c in lo..=hi {
+                                bits_set += u64::from(bm.counter(c).raw() == 0);
+                            }
+                        }
+                        bm.start_write(off, n, false);
+                    }
                 }
                 if !input.has_unplug && bm.unplug() > 0 {
                     after_write_pages!(t);
@@ -571,8 +631,24 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
                 }
             }
             Step::End { a, b } => {
-                for &(off, n) in &input.calls[a as usize..b as usize] {
-                    bm.end_write(off, u64::from(n), true, false, false);
+                if split {
+                    for &(off, n) in &input.calls[a as usize..b as usize] {
+                        if n == 0 {
+                            continue;
+                        }
+                        let (lo, hi) = (off >> shift, (off + u64::from(n) - 1) >> shift);
+                        if lo == hi {
+                            bm.end_write(off, u64::from(n), true, false, false);
+                            continue;
+                        }
+                        for c in lo..=hi {
+                            bm.end_write(c << shift, 1, true, false, false);
+                        }
+                    }
+                } else {
+                    for &(off, n) in &input.calls[a as usize..b as usize] {
+                        bm.end_write(off, u64::from(n), true, false, false);
+                    }
                 }
             }
             Step::Daemon { jiffies } => {

@@ -360,3 +360,37 @@ fn sort_steps_is_the_stable_sort() {
         assert_eq!(sort_steps(steps), expected, "round {round}");
     }
 }
+
+/// Enough writes in flight on the same chunk to take its counter to `COUNTER_MAX`: later
+/// writers block in the kernel with the next chunk of their range uncounted (they cross a
+/// chunk boundary at 4 KiB), so the replay does not split calls into single chunks, and still
+/// gives the reference's figures.
+#[test]
+fn replay_at_counter_max_equals_reference() {
+    // COUNTER_MAX - 2 writes on chunk 0 take it to COUNTER_MAX; the next ones cross into
+    // chunk 1 (at 4 KiB), which stays clean while they sleep.
+    let full = u64::from(crate::engine::COUNTER_MAX) - 2;
+    let events: Vec<TraceEvent> = (0..full + 40)
+        .map(|i| TraceEvent::Write {
+            t_ns: SEC + i * 10_000,
+            sector: if i < full { 0 } else { 4 },
+            sectors: 8,
+            latency_ns: Some(2 * SEC),
+        })
+        .chain(daemon_events(0, 15))
+        .collect();
+    let input = ReplayInput::new(&trace(64 << 10, events)).unwrap();
+    assert!(input.max_calls_in_flight + 2 >= u64::from(crate::engine::COUNTER_MAX));
+    for daemon in [DaemonMode::Recorded, DaemonMode::Modelled] {
+        let o = ReplayOptions {
+            daemon,
+            resync_bytes_per_sec: 3e6,
+        };
+        for c in [4096u64, 8192, 1 << 20] {
+            let fast = replay(&input, c, &o).unwrap();
+            let reference = super::reference::replay_reference(&input, c, &o).unwrap();
+            assert_eq!(fast, reference, "chunk {c}, {daemon:?}");
+            assert!(fast.bits_set > 0);
+        }
+    }
+}
