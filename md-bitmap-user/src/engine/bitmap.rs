@@ -661,9 +661,15 @@ impl Bitmap {
             if let Some(&old) = self.counters.get(idx) {
                 if old == 0 {
                     let page = idx >> self.cps;
-                    if self.pages[page].allocated {
+                    let p = &mut self.pages[page];
+                    if p.allocated {
                         self.counters[idx] = 3;
-                        self.first_write(chunk, page);
+                        // md_bitmap_count_page(+1) on the page just checked (one lookup).
+                        p.count = p.count.wrapping_add(1) & ((1 << 30) - 1);
+                        if p.count == 0 {
+                            self.free_page(page);
+                        }
+                        self.first_write(chunk);
                         return StartOutcome::Started;
                     }
                 } else if (old & COUNTER_MAX).wrapping_sub(2) < COUNTER_MAX - 2 {
@@ -688,18 +694,16 @@ impl Bitmap {
         (fits & !behind & (chunk < self.chunks)).then_some(chunk)
     }
 
-    /// The `case 0:` of start-write for chunk `chunk < chunks` on allocated counter page
-    /// `page`: `md_bitmap_file_set_bit()` (cached bit, file page DIRTY) and
-    /// `md_bitmap_count_page(+1)`.
+    /// The `md_bitmap_file_set_bit()` of start-write's `case 0:` for chunk `chunk < chunks`
+    /// (cached bit, its diff word, file page DIRTY; the caller counts the counter page).
     #[inline(always)]
-    fn first_write(&mut self, chunk: u64, page: usize) {
+    fn first_write(&mut self, chunk: u64) {
         let fbit = chunk + self.sb_bits;
         let w = (fbit >> 6) as usize;
         self.bits[CACHED][w] |= 1 << (fbit & 63);
         self.diff[w >> 6] |= 1 << (w & 63);
         let fp = fbit >> self.fps;
         self.attr_dirty[(fp >> 6) as usize] |= 1 << (fp & 63);
-        self.count_page_inc(page);
     }
 
     #[inline(never)]
@@ -1265,6 +1269,7 @@ impl Bitmap {
 
     /// `md_bitmap_file_clear_bit()` for the chunks `first + k`, bits `k` of `m`; `first` is a
     /// multiple of 64, so the bits share one cached word and one file page.
+    #[inline(always)]
     fn file_clear_bits(&mut self, first: u64, m: u64) {
         let fbit = first + self.sb_bits;
         let page = fbit >> self.fps;
