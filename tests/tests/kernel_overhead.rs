@@ -29,6 +29,11 @@
 //! stopped. Also printed: /sys/kernel/debug/kprobes/list while attached (`[FTRACE]` marks
 //! kprobes that ride ftrace rather than an int3 trap) and the guest's clocksource.
 //!
+//! A last agent round per boot runs with `kernel.bpf_stats_enabled=1` (which adds two clock
+//! reads to every program run, so it is not one of the measured rounds) and prints, from
+//! `md-bitmap bpf-stats`, each program's runs and ns per write and the share of the measured
+//! kernel side the programs' own run time explains (the rest is dispatch).
+//!
 //! Asserted (sanity only): every round ran and timed its writes; every `on` round's mirror
 //! applied at least one start-write and one end-write per write and reported its lag; after its
 //! `bpf` round the agent applied the records of both rounds without drops.
