@@ -26,7 +26,16 @@ pub enum RecordKind {
     CloseSync = 7,
     /// Entry of the bitmap's cond-end-sync function.
     CondEndSync = 8,
-    /// Entry of the bitmap daemon (`md_bitmap_daemon_work` / `bitmap_daemon_work`).
+    /// Entry of the bitmap daemon (`md_bitmap_daemon_work` / `bitmap_daemon_work`). With
+    /// [`MdLayout::daemon_passes_only`], only calls that ran a pass are reported: the entry
+    /// probe reads `daemon_lastrun` and `daemon_sleep` and, when the kernel's
+    /// `time_before(jiffies, daemon_lastrun + daemon_sleep)` holds at entry, holds the record back
+    /// until the return probe; the pair (this record, stamped at entry, then [`DaemonDone`]) is
+    /// emitted there only if `daemon_lastrun` changed (the kernel read `jiffies` later and the
+    /// pass ran after all); otherwise the call did nothing but re-arm the thread's timeout, and
+    /// neither record is emitted.
+    ///
+    /// [`DaemonDone`]: RecordKind::DaemonDone
     DaemonWork = 9,
     /// Entry of the bitmap unplug function (the synchronous on-disk bit writes).
     Unplug = 10,
@@ -114,6 +123,9 @@ pub enum Counter {
     Dropped = 1,
     /// Block events seen on devices that are not watched (filtered out in the kernel).
     Filtered = 2,
+    /// Bitmap daemon calls that ran no pass and were not reported (with
+    /// [`MdLayout::daemon_passes_only`]).
+    IdleDaemon = 3,
 }
 
 /// Number of slots in the `COUNTERS` map.
@@ -173,12 +185,15 @@ pub struct MdLayout {
     /// Non-zero when the bitmap functions' first argument is a `struct mddev *` (6.12+) rather
     /// than a `struct bitmap *`.
     pub first_arg_is_mddev: u32,
-    /// Padding (keeps the size a multiple of 8).
-    pub pad: u32,
+    /// `mddev.bitmap_info.daemon_sleep` (unsigned long, jiffies).
+    pub mddev_daemon_sleep: u32,
+    /// Non-zero: report only the bitmap daemon's calls that ran a pass (see
+    /// [`RecordKind::DaemonWork`]).
+    pub daemon_passes_only: u32,
 }
 
 #[cfg(feature = "user")]
-// SAFETY: `MdLayout` is `repr(C)`, `Copy`, eight u32 and no padding.
+// SAFETY: `MdLayout` is `repr(C)`, `Copy`, nine u32 and no padding (4-byte alignment).
 unsafe impl aya::Pod for MdLayout {}
 
 /// Largest kernel read one [`PeekRequest`] can ask for (one page of bitmap counters).

@@ -235,7 +235,12 @@ impl Agent {
                 Err(e) => (None, Some(format!("{e:#}"))),
             };
         if let Some(r) = &kstate {
-            feed.set_md_layout(r.layout().for_ebpf(abi.first_arg_is_mddev))?;
+            // The mirror needs only the daemon calls that ran a pass: the others leave md's
+            // bitmap as it was (md_bitmap_daemon_work() returns at its time test), and on 6.1
+            // raid1d makes one after every write.
+            let mut layout = r.layout().for_ebpf(abi.first_arg_is_mddev);
+            layout.daemon_passes_only = 1;
+            feed.set_md_layout(layout)?;
         }
         let mut agent = Agent {
             feed,

@@ -53,6 +53,9 @@ enum Command {
     /// The terminal view: every array's bitmap as a heatmap with counts and feed health (also
     /// what `md-bitmap` alone starts on a terminal).
     Tui(md_bitmap::tui::TuiArgs),
+    /// Runs and kernel time of each loaded md-bitmap eBPF program (counted while
+    /// `kernel.bpf_stats_enabled` is 1), for measuring the feed's cost; needs root.
+    BpfStats(md_bitmap::feed::progstats::BpfStatsArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -438,6 +441,7 @@ fn main() -> ExitCode {
         Command::Record(a) => stop_on_signals().and_then(|s| md_bitmap::trace::record::run(a, &s)),
         Command::Tune(a) => md_bitmap::tune::run(a),
         Command::Tui(a) => md_bitmap::tui::run(a),
+        Command::BpfStats(a) => md_bitmap::feed::progstats::run(a),
     })
 }
 

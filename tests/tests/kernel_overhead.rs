@@ -29,6 +29,11 @@
 //! stopped. Also printed: /sys/kernel/debug/kprobes/list while attached (`[FTRACE]` marks
 //! kprobes that ride ftrace rather than an int3 trap) and the guest's clocksource.
 //!
+//! A last agent round per boot runs with `kernel.bpf_stats_enabled=1` (which adds two clock
+//! reads to every program run, so it is not one of the measured rounds) and prints, from
+//! `md-bitmap bpf-stats`, each program's runs and ns per write and the share of the measured
+//! kernel side the programs' own run time explains (the rest is dispatch).
+//!
 //! Asserted (sanity only): every round ran and timed its writes; every `on` round's mirror
 //! applied at least one start-write and one end-write per write and reported its lag; after its
 //! `bpf` round the agent applied the records of both rounds without drops.
@@ -93,6 +98,19 @@ agent() {{
 off() {{
     sleep 0.5; round $1 off; sleep 0.5
 }}
+# One more agent round with the kernel's BPF run-time statistics on (they add two clock reads to
+# every program run, so the measured rounds run without them): runs and time per program.
+stats() {{
+    taskset -c $ACPU md-bitmap watch --ndjson --interval 1 --ready-file /tmp/wrs > /out/watchs.ndjson 2>/out/watchs.err &
+    A=$!
+    i=0; while [ ! -e /tmp/wrs ] && [ $i -lt 900 ]; do kill -0 $A || {{ cat /out/watchs.err; exit 32; }}; sleep 0.1; i=$((i+1)); done
+    sleep 0.5
+    echo 1 > /proc/sys/kernel/bpf_stats_enabled || exit 34
+    round $1 stats
+    echo 0 > /proc/sys/kernel/bpf_stats_enabled
+    md-bitmap bpf-stats --ndjson --per {N} > /out/bpfstats || exit 35
+    kill -INT $A; wait $A || {{ cat /out/watchs.err; exit 33; }}
+}}
 "#
     );
     for cfg in CONFIGS {
@@ -106,6 +124,7 @@ off() {{
                 s += &format!("agent {id}\noff {id}\n");
             }
         }
+        s += &format!("stats {cfg}-s\n");
     }
     s += "cat /out/rounds /out/agentcpu\n";
     s
@@ -182,7 +201,7 @@ fn run(series: Series) {
             "kernel {rel} {} round {} {}: {iops:.0} IOPS",
             f[0], f[1], f[2]
         );
-        if f[2] == "warmup" {
+        if f[2] == "warmup" || f[2] == "stats" {
             continue;
         }
         let m = by_cfg.entry(f[0].to_string()).or_default();
@@ -268,8 +287,47 @@ fn run(series: Series) {
             us(bpf) - us(off),
             us(on) - us(bpf),
         );
+        bpf_stats(&rel, &r.out_file("bpfstats").unwrap(), us(bpf) - us(off));
     }
     cleanup(&dir);
+}
+
+/// Prints the per-program table of the `stats` round (`md-bitmap bpf-stats --ndjson --per N`):
+/// runs per write, ns per run and per write (emulated instructions under `-icount`), and how
+/// much of the measured kernel side (`bpf` against `off`, `kernel_us` per write) the programs'
+/// own run time explains; the rest is the attachment's dispatch (ftrace trampoline and kprobe
+/// handler, tracepoint entry) and the ring buffer's share outside the programs.
+fn bpf_stats(rel: &str, text: &str, kernel_us: f64) {
+    let mut total_ns = 0.0;
+    let mut runs = 0.0;
+    for v in ndjson(text) {
+        let name = v["name"].as_str().unwrap_or("?");
+        let per_op = v["runs_per_op"].as_f64().unwrap();
+        let ns_run = v["ns_per_run"].as_f64().unwrap();
+        let ns_op = v["ns_per_op"].as_f64().unwrap();
+        if v["run_cnt"].as_u64().unwrap() == 0 {
+            continue;
+        }
+        eprintln!(
+            "kernel {rel} bpf-stats {name:<16} {per_op:>7.3} runs/write {ns_run:>6.0} ns/run {ns_op:>6.0} ns/write"
+        );
+        if name != "peek" {
+            total_ns += ns_op;
+            runs += per_op;
+        }
+    }
+    assert!(
+        runs >= 2.0 && total_ns > 0.0,
+        "{rel}: the stats round counted {runs} program runs per write, {total_ns} ns"
+    );
+    eprintln!(
+        "kernel {rel} bpf-stats total: {runs:.2} program runs per write, {:.2} us per write in the programs \
+         of {kernel_us:.2} us measured kernel side ({:.0} %); the rest ({:.2} us) is dispatch (ftrace/kprobe, \
+         tracepoint entry, stats off) outside the programs",
+        total_ns / 1000.0,
+        100.0 * total_ns / 1000.0 / kernel_us,
+        kernel_us - total_ns / 1000.0,
+    );
 }
 
 #[test]

@@ -33,6 +33,8 @@ pub struct FeedCounters {
     pub filtered: u64,
     /// Program runs the kernel skipped (see [`Feed::missed`]).
     pub missed: u64,
+    /// Bitmap daemon calls that ran no pass, not reported (see `MdLayout::daemon_passes_only`).
+    pub idle_daemon: u64,
 }
 
 /// md-bitmap's eBPF programs, loaded and attached.
@@ -354,6 +356,7 @@ impl Feed {
             emitted: sum(Counter::Emitted)?,
             dropped: sum(Counter::Dropped)?,
             filtered: sum(Counter::Filtered)?,
+            idle_daemon: sum(Counter::IdleDaemon)?,
             missed: self.missed().unwrap_or(0),
         })
     }

@@ -95,7 +95,8 @@ impl Layout {
             bitmap_daemon_lastrun: self.bitmap_daemon_lastrun,
             mddev_degraded: self.mddev_degraded,
             first_arg_is_mddev: first_arg_is_mddev.into(),
-            pad: 0,
+            mddev_daemon_sleep: self.mddev_daemon_sleep,
+            daemon_passes_only: 0,
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod btf;
 pub mod ebpf;
 pub mod kstate;
+pub mod progstats;
 pub mod record;
 pub mod symbols;
 
