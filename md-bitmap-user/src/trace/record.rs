@@ -74,11 +74,16 @@ impl Pending {
     /// the replay's `time_before()` test passes where the kernel's did; one that did not keeps
     /// the entry's jiffies (the test failed later, so it fails then too). As the mirror does
     /// with the same probe.
+    ///
+    /// A thread is in one daemon call at a time, so the return belongs to that thread's newest
+    /// open entry; older open entries of the thread lost their return record and are dropped
+    /// (they keep their entry jiffies and no longer hold the queue back).
     fn daemon_done(&mut self, tid: u32, lastrun: Option<u64>) {
-        let Some(i) = self.daemon_open.iter().position(|(t, _)| *t == tid) else {
+        let Some(i) = self.daemon_open.iter().rposition(|(t, _)| *t == tid) else {
             return;
         };
-        let (_, t_entry) = self.daemon_open.swap_remove(i);
+        let (_, t_entry) = self.daemon_open.remove(i);
+        self.daemon_open.retain(|(t, _)| *t != tid);
         let Some(l) = lastrun else {
             return;
         };
@@ -418,5 +423,30 @@ mod tests {
         p.daemon_done(7, Some(1003));
         assert_eq!(daemon_jiffies(&p), vec![1100]);
         assert!(p.daemon_open.is_empty());
+    }
+
+    /// A return pairs with its thread's newest open entry; an older entry of the same thread
+    /// whose return was lost is dropped from the open list, not paired.
+    #[test]
+    fn daemon_return_pairs_with_the_threads_newest_entry() {
+        let mut p = Pending {
+            lastrun: Some(900),
+            ..Pending::default()
+        };
+        for (tid, t, j) in [(7, 100, 1000), (8, 150, 1001), (7, 400, 1100)] {
+            p.daemon_open.push((tid, t));
+            p.insert(TraceEvent::Daemon {
+                t_ns: t,
+                jiffies: j,
+            });
+        }
+        p.daemon_done(7, Some(1102));
+        // The entry at 400 ran the pass (at the kernel's 1102); the stale one at 100 keeps its
+        // jiffies; thread 8's call is still open.
+        assert_eq!(daemon_jiffies(&p), vec![1000, 1001, 1102]);
+        assert_eq!(p.daemon_open, vec![(8, 150)]);
+        let mut w = TraceWriter::new(Vec::new(), &crate::trace::tests::header()).unwrap();
+        p.drain_ready(&mut w, 500, false).unwrap();
+        assert_eq!(p.q.len(), 2, "only thread 8's open call holds the queue");
     }
 }
