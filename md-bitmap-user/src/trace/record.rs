@@ -3,7 +3,9 @@
 //! Recorded: every write bio queued on the md device (`block_bio_queue`, time, sector,
 //! length) with its completion time when the feed sees it (`block_bio_complete`, matched on
 //! sector and length, oldest first), and this array's entries into the bitmap daemon (with
-//! jiffies), the bitmap superblock update and the bitmap unplug. The header holds the geometry read from
+//! jiffies), the bitmap superblock update, the bitmap unplug, and each return of the array's md
+//! thread function (`raid1d` / `raid10d` / `raid5d`: the thread goes back to sleep, and its
+//! timeout, the daemon's timer, counts from there). The header holds the geometry read from
 //! sysfs and the member's bitmap superblock, and the on-disk dirty bits at the start.
 //!
 //! Events are written in queue-time order once their completion is known (or after
@@ -25,6 +27,7 @@ use crate::feed::symbols::WriteArgs;
 use crate::feed::{BitmapAbi, FeedEvent, KernelSymbols, ebpf::Feed};
 use crate::mirror::variant_for;
 use crate::sysfs::Sysfs;
+use md_bitmap_common::RecordKind;
 
 /// How long a write waits for its completion before it is written without one.
 pub const COMPLETION_WAIT_NS: u64 = 30_000_000_000;
@@ -147,6 +150,16 @@ impl Pending {
     }
 }
 
+/// The thread function md runs for a personality (`md_register_thread(raid1d, ...)` etc.).
+fn md_thread_fn(level: &str) -> Option<&'static str> {
+    match level {
+        "raid1" => Some("raid1d"),
+        "raid10" => Some("raid10d"),
+        "raid4" | "raid5" | "raid6" => Some("raid5d"),
+        _ => None,
+    }
+}
+
 /// A block device given as `MAJOR:MINOR` or a device node path.
 pub fn device_number(s: &str) -> Result<crate::feed::record::DevNum> {
     if let Some(d) = crate::feed::record::DevNum::parse(s) {
@@ -192,6 +205,16 @@ pub fn run(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
     let mut feed = Feed::load()?;
     feed.attach(&abi)?;
     feed.watch_dev(aref.dev)?;
+    // md_thread() sleeps `thread->timeout` from the end of each run of the personality's thread
+    // function (not from its daemon call, which comes first: md_check_recovery() can block long
+    // after it, in set_in_sync()'s percpu_ref switch or md_update_sb()'s superblock writes).
+    if let Some(f) = md_thread_fn(&info.level)
+        && let Err(e) = feed.attach_thread_run_end(f)
+    {
+        eprintln!(
+            "md-bitmap: cannot probe {f} ({e:#}); the trace will not say when md's thread slept, and tune times its timer from the daemon calls"
+        );
+    }
     // The array's kernel objects, to keep other arrays' daemon and superblock events out.
     let (mut owners, mut lastrun, mut kevents) = (Vec::new(), None, None);
     match KernelStateReader::new(&syms).and_then(|r| {
@@ -319,12 +342,20 @@ fn record_loop<W: std::io::Write>(
     let mut batch = Vec::new();
     let mut last_flush = Instant::now();
     let ours = |o: u64| owners.is_empty() || owners.contains(&o);
+    // The array's md thread(s): the threads that called the daemon for it.
+    let mut md_tids: Vec<u32> = Vec::new();
     loop {
         let stopping =
             deadline.is_some_and(|d| Instant::now() >= d) || stop.load(Ordering::Relaxed);
         batch.clear();
         feed.drain(|r| batch.push(*r))?;
         for r in &batch {
+            if r.kind == RecordKind::ThreadRunEnd as u32 {
+                if md_tids.contains(&r.tid) {
+                    pending.insert(TraceEvent::ThreadSleep { t_ns: r.ts_ns });
+                }
+                continue;
+            }
             let Some(ev) = FeedEvent::decode(r, abi) else {
                 continue;
             };
@@ -350,6 +381,9 @@ fn record_loop<W: std::io::Write>(
                     ..
                 } if d == dev && rwbs == "W" => pending.complete(sector, sectors, t),
                 EventKind::DaemonWork { mddev } if ours(mddev) => {
+                    if !md_tids.contains(&ev.tid) {
+                        md_tids.push(ev.tid);
+                    }
                     pending.daemon_open.push((ev.tid, t));
                     pending.insert(TraceEvent::Daemon {
                         t_ns: t,
