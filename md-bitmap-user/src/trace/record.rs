@@ -219,8 +219,12 @@ pub fn run(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
     let (mut owners, mut lastrun, mut kevents) = (Vec::new(), None, None);
     match KernelStateReader::new(&syms).and_then(|r| {
         feed.attach_peek()?;
-        // md's offsets, for the daemon's return probe (`daemon_lastrun`).
-        feed.set_md_layout(r.layout().for_ebpf(abi.first_arg_is_mddev))?;
+        // md's offsets, for the daemon's return probe (`daemon_lastrun`). Not
+        // `daemon_passes_only` (the live mirror's filter): the trace keeps every daemon call,
+        // each a wake-up of md's thread that the replay needs.
+        let layout = r.layout().for_ebpf(abi.first_arg_is_mddev);
+        debug_assert_eq!(layout.daemon_passes_only, 0);
+        feed.set_md_layout(layout)?;
         let mddev = r.find_mddev(&mut feed, aref.dev)?;
         let bitmap = r.bitmap_addr(&mut feed, mddev)?;
         let k = r.read(&mut feed, mddev)?;

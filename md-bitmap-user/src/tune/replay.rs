@@ -47,8 +47,9 @@ pub const BITMAP_PAGE_STRUCT_BYTES: u64 = 16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum DaemonMode {
-    /// The recorded wake-ups (jiffies) plus the thread's timeout; falls back to `modelled`
-    /// when the trace has none.
+    /// The recorded wake-ups (jiffies); for sizes other than the one in use also the thread's
+    /// timer, counted from its recorded run ends. Falls back to `modelled` when the trace has
+    /// no wake-ups.
     Recorded,
     /// Wake-ups at every write and at the thread's timeout (nanoseconds).
     Modelled,
