@@ -48,6 +48,11 @@ pub enum RecordKind {
     /// `bitmap->daemon_lastrun` after the call, `args[2]` 1 when it could be read (needs
     /// [`MdLayout`]).
     DaemonDone = 13,
+    /// Return of an md personality's thread function (`raid1d` / `raid10d` / `raid5d`), attached
+    /// by `md-bitmap record` only: the md thread goes back to sleep in `md_thread()`'s
+    /// `wait_event_interruptible_timeout(..., thread->timeout)`, whose timeout counts from here.
+    /// No arguments (the recorder tells the array's thread by its tid).
+    ThreadRunEnd = 14,
 }
 
 impl RecordKind {
@@ -67,6 +72,7 @@ impl RecordKind {
             11 => Self::BioRemap,
             12 => Self::UpdateSb,
             13 => Self::DaemonDone,
+            14 => Self::ThreadRunEnd,
             _ => return None,
         })
     }

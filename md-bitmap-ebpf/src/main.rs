@@ -240,6 +240,15 @@ pub fn md_daemon_work_ret(_ctx: RetProbeContext) -> u32 {
     0
 }
 
+/// Return of the md personality's thread function (`raid1d` / `raid10d` / `raid5d`), attached
+/// only by `md-bitmap record`: `md_thread()` then sleeps until woken or until
+/// `thread->timeout` has passed, counted from this instant (the bitmap daemon's timer).
+#[kretprobe]
+pub fn md_thread_run_ret(_ctx: RetProbeContext) -> u32 {
+    emit(RecordKind::ThreadRunEnd, 0, [0; 5]);
+    0
+}
+
 /// Entry of the bitmap superblock update; with [`MdLayout`] it also reports `mddev->events`,
 /// which `md_update_sb()` has just advanced (the end-write rule compares `events_cleared` with
 /// it and sets `need_sync`).

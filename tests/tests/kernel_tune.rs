@@ -21,8 +21,10 @@
 //! of bitmap page writes is within 10 % of the writes the kernel queued to member 0's bitmap
 //! area over the same window; `mdadm -X`, run [`MDADM_RUNS`] times after it while the daemon
 //! clears the bits, counts each time as many dirty chunks as the replay at the instant of its
-//! read; `md-bitmap tune` runs in the guest and recommends a size. On a failed check (or with `MDB_TUNE_TIMELINE` set) the events around both reads are
-//! printed.
+//! read; the trace holds the md thread's run ends, one per daemon call (each run of `raid1d()`
+//! calls the daemon first; the replay's timer for other chunk sizes counts from them);
+//! `md-bitmap tune` runs in the guest and recommends a size. On a failed check (or with
+//! `MDB_TUNE_TIMELINE` set) the events around both reads are printed.
 use std::time::Duration;
 
 use md_bitmap::trace::read_trace_file;
@@ -178,6 +180,11 @@ fn run(series: Series) {
         .iter()
         .filter(|e| matches!(e, md_bitmap::trace::TraceEvent::Daemon { .. }))
         .count();
+    let thread_sleeps = trace
+        .events
+        .iter()
+        .filter(|e| matches!(e, md_bitmap::trace::TraceEvent::ThreadSleep { .. }))
+        .count();
 
     let full = ReplayInput::new(&trace).unwrap();
     let input = full.clone().until(t_read);
@@ -199,7 +206,7 @@ fn run(series: Series) {
     let rd: u64 = res.end_dirty.iter().map(|r| r.1 - r.0).sum();
     let ratio = res.page_writes_total as f64 / kernel_page_writes.max(1) as f64;
     eprintln!(
-        "kernel {rel}: trace {data_writes} writes, {daemon_wakes} daemon wake-ups, {} blocks, hz {:?}; \
+        "kernel {rel}: trace {data_writes} writes, {daemon_wakes} daemon wake-ups, {thread_sleeps} md thread run ends, {} blocks, hz {:?}; \
          dirty at the read: kernel {kd} chunks {kernel_dirty:?}, replay {rd} chunks; \
          bitmap page writes to member 0: kernel {kernel_page_writes}, replay {} (ratio {ratio:.3}; \
          bits set {}, daemon passes {}); modelled daemon: {} dirty, {} page writes",
@@ -253,6 +260,11 @@ fn run(series: Series) {
     assert!(
         data_writes >= 100,
         "{rel}: only {data_writes} writes recorded"
+    );
+    // Every md thread run calls the daemon first and ends in a recorded run end.
+    assert!(
+        thread_sleeps > 0 && thread_sleeps.abs_diff(daemon_wakes) <= 2 + daemon_wakes / 50,
+        "{rel}: {thread_sleeps} md thread run ends recorded for {daemon_wakes} daemon calls"
     );
     assert!(
         kd > 0,
@@ -320,7 +332,10 @@ fn timeline(
                 l
             }
             "daemon_work" | "daemon_done" | "update_sb" | "unplug" => {
-                format!("kernel {kind} jiffies {} {}", v["jiffies"], v["lastrun"])
+                format!(
+                    "kernel {kind} jiffies {} {} tid {}",
+                    v["jiffies"], v["lastrun"], v["tid"]
+                )
             }
             _ => continue,
         };
@@ -335,6 +350,7 @@ fn timeline(
             TraceEvent::Daemon { jiffies, .. } => format!("trace Daemon jiffies {jiffies}"),
             TraceEvent::UpdateSb { .. } => "trace UpdateSb".into(),
             TraceEvent::Unplug { .. } => "trace Unplug".into(),
+            TraceEvent::ThreadSleep { .. } => "trace md thread run end (asleep)".into(),
             TraceEvent::Write { .. } => continue,
         };
         lines.push((t, format!("{:>10.3} ms  {line}", ms(t))));

@@ -170,6 +170,26 @@ impl Feed {
         Ok(())
     }
 
+    /// Attaches the md thread's run-end probe (`RecordKind::ThreadRunEnd`, a kretprobe) to the
+    /// personality's thread function `func` (`raid1d`, `raid10d`, `raid5d`). Only
+    /// `md-bitmap record` uses it; the mirror has no use for it.
+    pub fn attach_thread_run_end(&mut self, func: &str) -> Result<()> {
+        let prog = "md_thread_run_ret";
+        let p: &mut KProbe = self
+            .ebpf
+            .program_mut(prog)
+            .ok_or_else(|| anyhow!("eBPF program {prog} missing from the object"))?
+            .try_into()?;
+        p.load()
+            .with_context(|| format!("cannot load eBPF program {prog}"))?;
+        p.attach(func, 0)
+            .with_context(|| format!("cannot attach {prog} to {func}"))?;
+        self.attached
+            .kprobes
+            .insert(prog.to_string(), func.to_string());
+        Ok(())
+    }
+
     /// Gives the programs md's structure offsets (see [`MdLayout`]): the update-sb probe then
     /// reports `mddev->events` and the daemon's return probe `bitmap->daemon_lastrun`.
     pub fn set_md_layout(&mut self, layout: MdLayout) -> Result<()> {

@@ -210,7 +210,9 @@ pub struct FeedEvent {
 }
 
 impl FeedEvent {
-    /// Decodes a record for the kernel described by `abi`; `None` for an unknown kind.
+    /// Decodes a record for the kernel described by `abi`; `None` for an unknown kind, and for
+    /// [`RecordKind::ThreadRunEnd`], which is no bitmap event (only `md-bitmap record` attaches
+    /// its probe and reads it from the raw record).
     pub fn decode(rec: &Record, abi: &BitmapAbi) -> Option<Self> {
         let a = rec.args;
         let plain = abi.write_args == WriteArgs::Plain;
@@ -251,6 +253,7 @@ impl FeedEvent {
                 owner: a[0],
                 events: (a[2] == 1).then_some(a[1]),
             },
+            RecordKind::ThreadRunEnd => return None,
             RecordKind::DaemonDone => EventKind::DaemonDone {
                 mddev: a[0],
                 lastrun: (a[2] == 1).then_some(a[1]),

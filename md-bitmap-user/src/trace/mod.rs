@@ -1,7 +1,7 @@
 //! Write traces of an md array: a compact, versioned, checksummed binary file that
 //! `md-bitmap record` writes and `md-bitmap tune` replays.
 //!
-//! # Format (version 1)
+//! # Format (version 2; version 1 is read too)
 //!
 //! All integers little-endian.
 //!
@@ -26,7 +26,13 @@
 //! * `2` superblock update: Δtime — an entry into `md_bitmap_update_sb()` /
 //!   `bitmap_update_sb()` (page 0 of the bitmap written);
 //! * `3` unplug: Δtime — an entry into `md_bitmap_unplug()` / `bitmap_unplug()` (the
-//!   personality flushing DIRTY bitmap pages before its data writes).
+//!   personality flushing DIRTY bitmap pages before its data writes);
+//! * `4` md thread asleep (version 2): Δtime — a return of the array's md thread function
+//!   (`raid1d()` / `raid10d()` / `raid5d()`): `md_thread()` then sleeps until woken or until
+//!   `thread->timeout` has passed, counted from here (the bitmap daemon's timer). A trace
+//!   without any (the probe could not be attached) does not know when the thread slept.
+//!
+//! Version 1 is version 2 without tag `4`; it reads as such.
 //!
 //! Times are CLOCK_MONOTONIC nanoseconds; the first event of a block carries its absolute time.
 pub mod record;
@@ -40,8 +46,10 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: &[u8; 8] = b"MDBTRACE";
 /// Block magic.
 pub const BLOCK_MAGIC: &[u8; 4] = b"MDBB";
-/// The format version this code writes and reads.
-pub const VERSION: u16 = 1;
+/// The format version this code writes (it reads this one and [`MIN_VERSION`]).
+pub const VERSION: u16 = 2;
+/// The oldest format version this code reads.
+pub const MIN_VERSION: u16 = 1;
 /// Events per block before the writer closes it (a block is also closed by [`TraceWriter::flush`]).
 pub const BLOCK_EVENTS: usize = 4096;
 /// Largest payload a reader accepts (a corrupt length must not make it allocate gigabytes).
@@ -51,6 +59,7 @@ const TAG_WRITE: u8 = 0;
 const TAG_DAEMON: u8 = 1;
 const TAG_UPDATE_SB: u8 = 2;
 const TAG_UNPLUG: u8 = 3;
+const TAG_THREAD_SLEEP: u8 = 4;
 
 /// What a trace knows about the array it was recorded on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -137,6 +146,12 @@ pub enum TraceEvent {
         /// Time, ns.
         t_ns: u64,
     },
+    /// The array's md thread went back to sleep (its thread function returned): the thread's
+    /// timeout counts from here.
+    ThreadSleep {
+        /// Time, ns.
+        t_ns: u64,
+    },
 }
 
 impl TraceEvent {
@@ -146,7 +161,8 @@ impl TraceEvent {
             TraceEvent::Write { t_ns, .. }
             | TraceEvent::Daemon { t_ns, .. }
             | TraceEvent::UpdateSb { t_ns }
-            | TraceEvent::Unplug { t_ns } => t_ns,
+            | TraceEvent::Unplug { t_ns }
+            | TraceEvent::ThreadSleep { t_ns } => t_ns,
         }
     }
 }
@@ -215,6 +231,10 @@ impl BlockEncoder {
             }
             TraceEvent::Unplug { .. } => {
                 self.buf.push(TAG_UNPLUG);
+                put_varint(&mut self.buf, dt);
+            }
+            TraceEvent::ThreadSleep { .. } => {
+                self.buf.push(TAG_THREAD_SLEEP);
                 put_varint(&mut self.buf, dt);
             }
         }
@@ -355,7 +375,7 @@ fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
-fn decode_block(payload: &[u8], n: u32, out: &mut Vec<TraceEvent>) -> Option<()> {
+fn decode_block(payload: &[u8], n: u32, version: u16, out: &mut Vec<TraceEvent>) -> Option<()> {
     let mut pos = 0;
     let (mut t, mut last_end, mut jiffies) = (0u64, 0u64, 0u64);
     let start = out.len();
@@ -382,6 +402,7 @@ fn decode_block(payload: &[u8], n: u32, out: &mut Vec<TraceEvent>) -> Option<()>
             }
             TAG_UPDATE_SB => TraceEvent::UpdateSb { t_ns: t },
             TAG_UNPLUG => TraceEvent::Unplug { t_ns: t },
+            TAG_THREAD_SLEEP if version >= 2 => TraceEvent::ThreadSleep { t_ns: t },
             _ => {
                 out.truncate(start);
                 return None;
@@ -403,8 +424,10 @@ pub fn read_trace(data: &[u8]) -> Result<Trace> {
         bail!("not an md-bitmap trace (no MDBTRACE magic)");
     }
     let version = u16::from_le_bytes([data[8], data[9]]);
-    if version != VERSION {
-        bail!("trace format version {version} is not supported (this md-bitmap reads {VERSION})");
+    if !(MIN_VERSION..=VERSION).contains(&version) {
+        bail!(
+            "trace format version {version} is not supported (this md-bitmap reads versions {MIN_VERSION} to {VERSION})"
+        );
     }
     let len = u32::from_le_bytes(data[12..16].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(data[16..20].try_into().expect("4 bytes"));
@@ -454,7 +477,8 @@ pub fn read_trace(data: &[u8]) -> Result<Trace> {
             false
         } else {
             let payload = &rest[16..end];
-            crc32fast::hash(payload) == crc && decode_block(payload, n, &mut events).is_some()
+            crc32fast::hash(payload) == crc
+                && decode_block(payload, n, version, &mut events).is_some()
         };
         if ok {
             blocks += 1;
@@ -620,6 +644,27 @@ mod tests {
                 .to_string()
                 .contains("truncated")
         );
+    }
+
+    /// Version 2 adds the md thread's run ends (tag 4); a version-1 file still reads, and a
+    /// tag 4 in a version-1 file is a corrupt block there.
+    #[test]
+    fn thread_sleep_round_trips_and_version_1_still_reads() {
+        let mut evs = events(100);
+        evs.push(TraceEvent::ThreadSleep { t_ns: 200_000 });
+        let bytes = write(&evs);
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 2);
+        assert_eq!(read_trace(&bytes).unwrap().events, evs);
+        let mut v1 = write(&evs[..100]);
+        v1[8] = 1;
+        let t = read_trace(&v1).unwrap();
+        assert_eq!(t.events, evs[..100]);
+        assert!(t.loss.is_empty());
+        let mut bad = bytes.clone();
+        bad[8] = 1;
+        let t = read_trace(&bad).unwrap();
+        assert_eq!(t.loss.bad_blocks, 1);
+        assert!(t.events.is_empty());
     }
 
     #[test]

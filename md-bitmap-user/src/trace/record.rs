@@ -3,7 +3,9 @@
 //! Recorded: every write bio queued on the md device (`block_bio_queue`, time, sector,
 //! length) with its completion time when the feed sees it (`block_bio_complete`, matched on
 //! sector and length, oldest first), and this array's entries into the bitmap daemon (with
-//! jiffies), the bitmap superblock update and the bitmap unplug. The header holds the geometry read from
+//! jiffies), the bitmap superblock update, the bitmap unplug, and each return of the array's md
+//! thread function (`raid1d` / `raid10d` / `raid5d`: the thread goes back to sleep, and its
+//! timeout, the daemon's timer, counts from there). The header holds the geometry read from
 //! sysfs and the member's bitmap superblock, and the on-disk dirty bits at the start.
 //!
 //! Events are written in queue-time order once their completion is known (or after
@@ -25,6 +27,7 @@ use crate::feed::symbols::WriteArgs;
 use crate::feed::{BitmapAbi, FeedEvent, KernelSymbols, ebpf::Feed};
 use crate::mirror::variant_for;
 use crate::sysfs::Sysfs;
+use md_bitmap_common::RecordKind;
 
 /// How long a write waits for its completion before it is written without one.
 pub const COMPLETION_WAIT_NS: u64 = 30_000_000_000;
@@ -74,11 +77,16 @@ impl Pending {
     /// the replay's `time_before()` test passes where the kernel's did; one that did not keeps
     /// the entry's jiffies (the test failed later, so it fails then too). As the mirror does
     /// with the same probe.
+    ///
+    /// A thread is in one daemon call at a time, so the return belongs to that thread's newest
+    /// open entry; older open entries of the thread lost their return record and are dropped
+    /// (they keep their entry jiffies and no longer hold the queue back).
     fn daemon_done(&mut self, tid: u32, lastrun: Option<u64>) {
-        let Some(i) = self.daemon_open.iter().position(|(t, _)| *t == tid) else {
+        let Some(i) = self.daemon_open.iter().rposition(|(t, _)| *t == tid) else {
             return;
         };
-        let (_, t_entry) = self.daemon_open.swap_remove(i);
+        let (_, t_entry) = self.daemon_open.remove(i);
+        self.daemon_open.retain(|(t, _)| *t != tid);
         let Some(l) = lastrun else {
             return;
         };
@@ -142,6 +150,16 @@ impl Pending {
     }
 }
 
+/// The thread function md runs for a personality (`md_register_thread(raid1d, ...)` etc.).
+fn md_thread_fn(level: &str) -> Option<&'static str> {
+    match level {
+        "raid1" => Some("raid1d"),
+        "raid10" => Some("raid10d"),
+        "raid4" | "raid5" | "raid6" => Some("raid5d"),
+        _ => None,
+    }
+}
+
 /// A block device given as `MAJOR:MINOR` or a device node path.
 pub fn device_number(s: &str) -> Result<crate::feed::record::DevNum> {
     if let Some(d) = crate::feed::record::DevNum::parse(s) {
@@ -187,12 +205,26 @@ pub fn run(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
     let mut feed = Feed::load()?;
     feed.attach(&abi)?;
     feed.watch_dev(aref.dev)?;
+    // md_thread() sleeps `thread->timeout` from the end of each run of the personality's thread
+    // function (not from its daemon call, which comes first: md_check_recovery() can block long
+    // after it, in set_in_sync()'s percpu_ref switch or md_update_sb()'s superblock writes).
+    if let Some(f) = md_thread_fn(&info.level)
+        && let Err(e) = feed.attach_thread_run_end(f)
+    {
+        eprintln!(
+            "md-bitmap: cannot probe {f} ({e:#}); the trace will not say when md's thread slept, and tune times its timer from the daemon calls"
+        );
+    }
     // The array's kernel objects, to keep other arrays' daemon and superblock events out.
     let (mut owners, mut lastrun, mut kevents) = (Vec::new(), None, None);
     match KernelStateReader::new(&syms).and_then(|r| {
         feed.attach_peek()?;
-        // md's offsets, for the daemon's return probe (`daemon_lastrun`).
-        feed.set_md_layout(r.layout().for_ebpf(abi.first_arg_is_mddev))?;
+        // md's offsets, for the daemon's return probe (`daemon_lastrun`). Not
+        // `daemon_passes_only` (the live mirror's filter): the trace keeps every daemon call,
+        // each a wake-up of md's thread that the replay needs.
+        let layout = r.layout().for_ebpf(abi.first_arg_is_mddev);
+        debug_assert_eq!(layout.daemon_passes_only, 0);
+        feed.set_md_layout(layout)?;
         let mddev = r.find_mddev(&mut feed, aref.dev)?;
         let bitmap = r.bitmap_addr(&mut feed, mddev)?;
         let k = r.read(&mut feed, mddev)?;
@@ -314,12 +346,20 @@ fn record_loop<W: std::io::Write>(
     let mut batch = Vec::new();
     let mut last_flush = Instant::now();
     let ours = |o: u64| owners.is_empty() || owners.contains(&o);
+    // The array's md thread(s): the threads that called the daemon for it.
+    let mut md_tids: Vec<u32> = Vec::new();
     loop {
         let stopping =
             deadline.is_some_and(|d| Instant::now() >= d) || stop.load(Ordering::Relaxed);
         batch.clear();
         feed.drain(|r| batch.push(*r))?;
         for r in &batch {
+            if r.kind == RecordKind::ThreadRunEnd as u32 {
+                if md_tids.contains(&r.tid) {
+                    pending.insert(TraceEvent::ThreadSleep { t_ns: r.ts_ns });
+                }
+                continue;
+            }
             let Some(ev) = FeedEvent::decode(r, abi) else {
                 continue;
             };
@@ -345,6 +385,9 @@ fn record_loop<W: std::io::Write>(
                     ..
                 } if d == dev && rwbs == "W" => pending.complete(sector, sectors, t),
                 EventKind::DaemonWork { mddev } if ours(mddev) => {
+                    if !md_tids.contains(&ev.tid) {
+                        md_tids.push(ev.tid);
+                    }
                     pending.daemon_open.push((ev.tid, t));
                     pending.insert(TraceEvent::Daemon {
                         t_ns: t,
@@ -418,5 +461,30 @@ mod tests {
         p.daemon_done(7, Some(1003));
         assert_eq!(daemon_jiffies(&p), vec![1100]);
         assert!(p.daemon_open.is_empty());
+    }
+
+    /// A return pairs with its thread's newest open entry; an older entry of the same thread
+    /// whose return was lost is dropped from the open list, not paired.
+    #[test]
+    fn daemon_return_pairs_with_the_threads_newest_entry() {
+        let mut p = Pending {
+            lastrun: Some(900),
+            ..Pending::default()
+        };
+        for (tid, t, j) in [(7, 100, 1000), (8, 150, 1001), (7, 400, 1100)] {
+            p.daemon_open.push((tid, t));
+            p.insert(TraceEvent::Daemon {
+                t_ns: t,
+                jiffies: j,
+            });
+        }
+        p.daemon_done(7, Some(1102));
+        // The entry at 400 ran the pass (at the kernel's 1102); the stale one at 100 keeps its
+        // jiffies; thread 8's call is still open.
+        assert_eq!(daemon_jiffies(&p), vec![1000, 1001, 1102]);
+        assert_eq!(p.daemon_open, vec![(8, 150)]);
+        let mut w = TraceWriter::new(Vec::new(), &crate::trace::tests::header()).unwrap();
+        p.drain_ready(&mut w, 500, false).unwrap();
+        assert_eq!(p.q.len(), 2, "only thread 8's open call holds the queue");
     }
 }

@@ -297,6 +297,11 @@ pub fn run(args: &TuneArgs) -> Result<()> {
     } else {
         args.daemon
     };
+    if daemon == DaemonMode::Recorded && !input.has_thread_sleep && !args.quiet {
+        eprintln!(
+            "md-bitmap: the trace has no md thread run ends (format version 1, or the probe was not attached): for sizes other than the one in use, the daemon's timer counts from the daemon calls"
+        );
+    }
     let opts = ReplayOptions {
         daemon,
         resync_bytes_per_sec: speed,

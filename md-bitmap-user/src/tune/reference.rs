@@ -125,8 +125,11 @@ pub fn replay_reference(
     let mut can_decrease_events = false;
     let mut bits_set = 0u64;
     let mut max_alloc = bm.allocated_pages();
-    // The md thread's last wake-up (ns) and whether its timeout is pending.
+    // When the md thread last went to sleep (ns), and whether it is in a run; no timer for the
+    // chunk size in use (as in `replay`).
     let mut last_wake = t0;
+    let mut running = false;
+    let timer_from_trace = recorded && chunk_bytes == input.header.bitmap_chunk_bytes;
     let slack = if recorded { 100_000_000 } else { 0 };
     let chunks = geo.chunks();
 
@@ -139,7 +142,7 @@ pub fn replay_reference(
 
     for &(t, step) in &input.steps {
         // Timer wake-ups of the md thread due before this step.
-        while bm.daemon_timeout().is_some() {
+        while !timer_from_trace && !running && bm.daemon_timeout().is_some() {
             let due = last_wake.saturating_add(input.sleep_ns + slack);
             if due > t {
                 break;
@@ -200,11 +203,21 @@ pub fn replay_reference(
             Step::Daemon { jiffies } => {
                 if recorded {
                     ref_pt = Some((t, jiffies));
-                    last_wake = t;
+                    if input.has_thread_sleep {
+                        running = true;
+                    } else {
+                        last_wake = t;
+                    }
                     let out = bm.daemon_work(jiffies);
                     if out.pass().is_some_and(|p| p.pages_written > 0) {
                         after_write_pages!(t);
                     }
+                }
+            }
+            Step::ThreadSleep => {
+                if recorded {
+                    running = false;
+                    last_wake = t;
                 }
             }
             Step::UpdateSb => {

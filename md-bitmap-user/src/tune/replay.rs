@@ -17,11 +17,18 @@
 //!   daemon write `events_cleared` as the kernel does;
 //! * the daemon (`md_bitmap_daemon_work()` / `bitmap_daemon_work()`), run from the md thread:
 //!   at every recorded wake-up of the thread into the daemon (their jiffies decide whether
-//!   `daemon_sleep` has passed, as the kernel's `time_before()` does), and by the thread's own
-//!   timeout (`md_thread()` sleeps `thread->timeout` = `daemon_sleep` while the bitmap is not
-//!   all clean) when no recorded wake-up comes, which a chunk size other than the recorded one
-//!   can need. A trace without daemon events (or [`DaemonMode::Modelled`]) wakes the thread at
-//!   every write and at its timeout, in nanoseconds.
+//!   `daemon_sleep` has passed, as the kernel's `time_before()` does). For the chunk size in use
+//!   these are all the thread's wake-ups: the kernel's thread had that bitmap, and each of its
+//!   runs calls the daemon first (`md_check_recovery()`), so none is added. Another chunk size
+//!   can leave the bitmap with work where the kernel's was all clean (its thread then slept
+//!   with `MAX_SCHEDULE_TIMEOUT`), so there the thread's own timer is added when no recorded
+//!   wake-up comes: `md_thread()` sleeps `thread->timeout` (`daemon_sleep` while the bitmap is
+//!   not all clean) from the end of its run, which the trace records (the thread function's
+//!   return, [`TraceEvent::ThreadSleep`]); no timer runs while the thread is in a run (it can
+//!   block in `md_check_recovery()` for seconds after the daemon call). Traces without run ends
+//!   (version 1) time the timer from the daemon call. A trace without daemon events (or
+//!   [`DaemonMode::Modelled`]) wakes the thread at every write and at its timeout, in
+//!   nanoseconds.
 use std::collections::HashMap;
 
 use anyhow::{Context, Result, bail};
@@ -40,8 +47,9 @@ pub const BITMAP_PAGE_STRUCT_BYTES: u64 = 16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum DaemonMode {
-    /// The recorded wake-ups (jiffies) plus the thread's timeout; falls back to `modelled`
-    /// when the trace has none.
+    /// The recorded wake-ups (jiffies); for sizes other than the one in use also the thread's
+    /// timer, counted from its recorded run ends. Falls back to `modelled` when the trace has
+    /// no wake-ups.
     Recorded,
     /// Wake-ups at every write and at the thread's timeout (nanoseconds).
     Modelled,
@@ -60,6 +68,8 @@ pub(crate) enum Step {
     UpdateSb,
     /// A recorded bitmap unplug.
     Unplug,
+    /// The md thread went back to sleep (its timeout counts from here).
+    ThreadSleep,
 }
 
 /// A trace mapped to kernel calls, shared by every chunk size.
@@ -90,6 +100,8 @@ pub struct ReplayInput {
     pub sync_sectors: u64,
     /// The trace has the kernel's unplug calls (else each write unplugs at once).
     pub has_unplug: bool,
+    /// The trace has the md thread's run ends ([`TraceEvent::ThreadSleep`]).
+    pub has_thread_sleep: bool,
     /// Most start-/end-write calls in flight at once (a bound on any counter's writes in
     /// flight, which decides whether [`replay`] may split calls into single chunks).
     pub(crate) max_calls_in_flight: u64,
@@ -210,6 +222,7 @@ impl ReplayInput {
         let mut daemon_pairs = Vec::new();
         let (mut writes, mut no_lat) = (0u64, 0u64);
         let mut has_unplug = false;
+        let mut has_thread_sleep = false;
         for ev in &trace.events {
             match *ev {
                 TraceEvent::Write {
@@ -243,6 +256,10 @@ impl ReplayInput {
                 TraceEvent::Unplug { t_ns } => {
                     has_unplug = true;
                     steps.push((t_ns, Step::Unplug));
+                }
+                TraceEvent::ThreadSleep { t_ns } => {
+                    has_thread_sleep = true;
+                    steps.push((t_ns, Step::ThreadSleep));
                 }
             }
         }
@@ -295,6 +312,7 @@ impl ReplayInput {
             initial_dirty_sectors,
             sync_sectors: h.bitmap_sync_sectors,
             has_unplug,
+            has_thread_sleep,
             max_calls_in_flight,
             last_call_sector,
         })
@@ -530,8 +548,12 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
     let mut can_decrease_events = false;
     let mut bits_set = 0u64;
     let mut max_alloc = bm.allocated_pages();
-    // The md thread's last wake-up (ns) and whether its timeout is pending.
+    // When the md thread last went to sleep (ns; its timeout counts from there), and whether it
+    // is in a run (between a recorded daemon call and its recorded run end).
     let mut last_wake = t0;
+    let mut running = false;
+    // The chunk size in use: the recorded wake-ups are all the thread's (see the module doc).
+    let timer_from_trace = recorded && chunk_bytes == input.header.bitmap_chunk_bytes;
     let slack = if recorded { 100_000_000 } else { 0 };
     let chunks = geo.chunks();
 
@@ -557,7 +579,7 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
             bm.prefetch_chunk(off >> shift);
         }
         // Timer wake-ups of the md thread due before this step.
-        while bm.daemon_timeout().is_some() {
+        while !timer_from_trace && !running && bm.daemon_timeout().is_some() {
             let due = last_wake.saturating_add(input.sleep_ns + slack);
             if due > t {
                 break;
@@ -654,11 +676,21 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
             Step::Daemon { jiffies } => {
                 if recorded {
                     ref_pt = Some((t, jiffies));
-                    last_wake = t;
+                    if input.has_thread_sleep {
+                        running = true;
+                    } else {
+                        last_wake = t;
+                    }
                     let out = bm.daemon_work(jiffies);
                     if out.pass().is_some_and(|p| p.pages_written > 0) {
                         after_write_pages!(t);
                     }
+                }
+            }
+            Step::ThreadSleep => {
+                if recorded {
+                    running = false;
+                    last_wake = t;
                 }
             }
             Step::UpdateSb => {

@@ -394,3 +394,56 @@ fn replay_at_counter_max_equals_reference() {
         }
     }
 }
+
+/// The md thread's timer counts from the end of its run (`md_thread()` sleeps
+/// `thread->timeout` after `thread->run()` returns), not from the daemon call that starts the
+/// run; while the thread is in a run no timer fires. For the chunk size in use no wake-up is
+/// added to the recorded ones.
+#[test]
+fn thread_timer_counts_from_the_end_of_its_run() {
+    // A write at 1 s; the thread calls the daemon at 2 s (a pass: 2 -> 1, timeout armed), then
+    // stays in that run until 9 s; its next recorded call is at 20 s.
+    let daemon = |s: u64| TraceEvent::Daemon {
+        t_ns: s * SEC,
+        jiffies: 1_000_000 + s * HZ,
+    };
+    let mut base = vec![write(SEC, 0, 8), daemon(2), daemon(20)];
+    // The replay fires a timer before the next step: unplugs (nothing to write) as probes.
+    base.extend(
+        [6.9, 7.15, 8.4, 13.9, 14.15, 19.8].map(|s: f64| TraceEvent::Unplug {
+            t_ns: (s * SEC as f64) as u64,
+        }),
+    );
+    let mut with_sleep = base.clone();
+    with_sleep.push(TraceEvent::ThreadSleep { t_ns: 9 * SEC });
+    with_sleep.push(TraceEvent::ThreadSleep {
+        t_ns: 20 * SEC + 1000,
+    });
+    let in_use = 64 << 10;
+    let input = ReplayInput::new(&trace(in_use, with_sleep)).unwrap();
+    assert!(input.has_thread_sleep);
+    let old = ReplayInput::new(&trace(in_use, base)).unwrap();
+    assert!(!old.has_thread_sleep);
+    let passes = |i: &ReplayInput, chunk: u64, until_s: f64| {
+        let i = i.clone().until((until_s * SEC as f64) as u64);
+        let fast = replay(&i, chunk, &opts()).unwrap();
+        let reference = super::reference::replay_reference(&i, chunk, &opts()).unwrap();
+        assert_eq!(fast, reference, "chunk {chunk}, until {until_s} s");
+        fast.daemon_passes
+    };
+    // Another chunk size: the timer (5 s + the replay's 100 ms slack) from 9 s, not from 2 s.
+    assert_eq!(
+        passes(&input, 4096, 8.5),
+        1,
+        "no timer while the thread runs"
+    );
+    assert_eq!(passes(&input, 4096, 14.0), 1);
+    assert_eq!(passes(&input, 4096, 14.2), 2, "timer at 9 s + 5.1 s");
+    // Without run ends (version 1 traces) the timer counts from the daemon call.
+    assert_eq!(passes(&old, 4096, 7.0), 1);
+    assert_eq!(passes(&old, 4096, 7.2), 2, "timer at 2 s + 5.1 s");
+    // The chunk size in use: only the recorded wake-ups (2 s, and 20 s when due again).
+    assert_eq!(passes(&input, in_use, 19.9), 1);
+    assert_eq!(passes(&old, in_use, 19.9), 1);
+    assert_eq!(passes(&input, in_use, 21.0), 2);
+}
