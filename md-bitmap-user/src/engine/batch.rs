@@ -10,16 +10,16 @@ use crate::engine::COUNTER_MAX;
 impl Bitmap {
     /// Equals `start_write(c << chunkshift, 1, false)` for every chunk `c` in `lo..=hi`, in
     /// order (the kernel's `md_bitmap_startwrite()` / `bitmap_start_write()` loop, one chunk
-    /// per step), and returns `(clean chunks found, the last of them)`: the bits this call set
-    /// in the cached filemap (`case 0:` → `md_bitmap_file_set_bit()`).
+    /// per step), and returns the number of clean chunks found: the bits this call set in the
+    /// cached filemap (`case 0:` → `md_bitmap_file_set_bit()`).
     ///
     /// Per chunk, on an allocated counter page: 0 → 3 with the cached bit set, its file page
     /// DIRTY and the page counted (`md_bitmap_count_page(+1)`); 1 → 3; 2..COUNTER_MAX-1 → +1.
     /// Anything else (a missing counter page, COUNTER_MAX, a chunk at or past `chunks`) goes
     /// through [`start_write`](Self::start_write) itself, so the result is the same.
     #[inline]
-    pub fn start_write_chunks(&mut self, lo: u64, hi: u64) -> (u64, Option<u64>) {
-        let (mut set, mut last) = (0u64, None);
+    pub fn start_write_chunks(&mut self, lo: u64, hi: u64) -> u64 {
+        let mut set = 0u64;
         for chunk in lo..=hi {
             let idx = chunk as usize;
             let old = match self.counters.get(idx) {
@@ -31,7 +31,6 @@ impl Bitmap {
             };
             if old == 0 {
                 set += 1;
-                last = Some(chunk);
                 let page = idx >> self.cps;
                 if !self.pages[page].allocated {
                     self.start_write(chunk << self.shift, 1, false);
@@ -48,26 +47,67 @@ impl Bitmap {
                 self.start_write(chunk << self.shift, 1, false);
             }
         }
-        (set, last)
+        set
     }
 
-    /// Equals [`unplug`](Self::unplug), faster when the only page to write is the file page
-    /// of `chunk` (a chunk whose bit a start-write just set): then that page alone is DIRTY and
-    /// none is NEEDWRITE, and `md_bitmap_unplug()` / `bitmap_unplug()` write exactly it (it
-    /// loses DIRTY, NEEDWRITE and PENDING, its on-disk copy becomes the cached one, one unplug
-    /// batch). Anything else takes the full page scan of `unplug`.
+    /// Equals `end_write(c << chunkshift, 1, true, false, false)` for every chunk `c` in
+    /// `lo..=hi`, in order: a successful, not write-behind end-write on a healthy array
+    /// (`md_bitmap_endwrite()` / `bitmap_end_write()`, one chunk per step of its loop).
+    ///
+    /// Per chunk with writes in flight (3 <= COUNTER < COUNTER_MAX): `events_cleared` takes
+    /// `mddev->events` (and `need_sync` is set) if behind, `(*bmc)--`, and a count that drops
+    /// to 2 or below makes the counter page pending with `allclean = 0`
+    /// (`md_bitmap_set_pending()`). Both end-write rules agree here (success and not degraded:
+    /// no NEEDED). Anything else goes through [`end_write`](Self::end_write) itself.
     #[inline]
-    pub fn unplug_after_first_write(&mut self, chunk: u64) -> u64 {
-        let page = (chunk + self.sb_bits) >> self.fps;
+    pub fn end_write_chunks(&mut self, lo: u64, hi: u64) {
+        for chunk in lo..=hi {
+            let idx = chunk as usize;
+            match self.counters.get(idx) {
+                Some(&old)
+                    if chunk < self.chunks
+                        && (old & COUNTER_MAX).wrapping_sub(3) < COUNTER_MAX - 3 =>
+                {
+                    let c = old - 1;
+                    self.counters[idx] = c;
+                    if self.events_cleared < self.events {
+                        self.events_cleared = self.events;
+                        self.need_sync = true;
+                    }
+                    if c <= 2 {
+                        self.pages[idx >> self.cps].pending = true;
+                        self.allclean = false;
+                    }
+                }
+                _ => {
+                    self.end_write(chunk << self.shift, 1, true, false, false);
+                }
+            }
+        }
+    }
+
+    /// The file page holding `chunk`'s bit.
+    #[inline(always)]
+    pub fn file_page_of_chunk(&self, chunk: u64) -> u64 {
+        (chunk + self.sb_bits) >> self.fps
+    }
+
+    /// Equals [`unplug`](Self::unplug) when the caller knows that file page `page` is the
+    /// only page that may be DIRTY (a page whose bits its start-writes just set, with every
+    /// other page written by an unplug since its last DIRTY mark): when no page is NEEDWRITE,
+    /// `md_bitmap_unplug()` / `bitmap_unplug()` write exactly that page (it loses DIRTY,
+    /// NEEDWRITE and PENDING, its on-disk copy becomes the cached one, one unplug batch), so
+    /// the scan over every page's attributes is skipped. With NEEDWRITE pages, or `page` not
+    /// DIRTY, it is `unplug()`. Debug builds check the caller's claim.
+    #[inline]
+    pub fn unplug_one_page(&mut self, page: u64) -> u64 {
         let (pw, pm) = ((page >> 6) as usize, 1u64 << (page & 63));
-        let only_this = self.n_needwrite == 0
-            && page < self.file_pages
-            && self
-                .attr_dirty
-                .iter()
-                .enumerate()
-                .all(|(i, &w)| w == if i == pw { pm } else { 0 });
-        if !only_this {
+        debug_assert!(
+            (self.attr_dirty.iter().enumerate())
+                .all(|(i, &w)| w & !if i == pw { pm } else { 0 } == 0),
+            "unplug_one_page: another page is DIRTY"
+        );
+        if self.n_needwrite != 0 || self.attr_dirty.get(pw).is_none_or(|&w| w & pm == 0) {
             return self.unplug();
         }
         self.attr_dirty[pw] = 0;

@@ -570,16 +570,16 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
     let mut unplug_due = true;
 
     // Steps ahead whose first chunk is prefetched: the counters of random writes are cache
-    // misses (the 4 KiB-chunk bitmap of a large array has tens of MiB of counters). Small
-    // bitmaps stay in cache and skip it.
+    // misses (the 4 KiB-chunk bitmap of a large array has tens of MiB of counters). Only
+    // start-writes: an end-write finds its counter where its start-write (a latency earlier)
+    // left it, mostly still cached. Small bitmaps stay in cache and skip it.
     const LOOKAHEAD: usize = 16;
     let prefetch = bm.counters().len() >= 1 << 17;
     let steps = &input.steps[..];
     let calls = &input.calls[..];
     for (i, &(t, step)) in steps.iter().enumerate() {
         if prefetch
-            && let Some(&(_, Step::Start { a, .. } | Step::End { a, .. })) =
-                steps.get(i + LOOKAHEAD)
+            && let Some(&(_, Step::Start { a, .. })) = steps.get(i + LOOKAHEAD)
             && let Some(&(off, _)) = calls.get(a as usize)
         {
             bm.prefetch_chunk(off >> shift);
@@ -623,8 +623,10 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
                     }
                     next_timer = timer_due(&bm, last_wake);
                 }
-                // The last chunk whose bit a start-write of this step set.
-                let mut first_written = None;
+                // The file pages whose bits this step's start-writes set lie in
+                // `dirty_pages` (between the pages of the first and last chunk of the calls
+                // that set any).
+                let mut dirty_pages: Option<(u64, u64)> = None;
                 if split {
                     for &(off, n) in &calls[a as usize..b as usize] {
                         if n == 0 {
@@ -633,9 +635,13 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
                         // Chunk by chunk (a call inside one chunk is one step of the loop
                         // whatever its offset and length).
                         let (lo, hi) = (off >> shift, (off + u64::from(n) - 1) >> shift);
-                        let (set, last) = bm.start_write_chunks(lo, hi);
-                        bits_set += set;
-                        first_written = last.or(first_written);
+                        let set = bm.start_write_chunks(lo, hi);
+                        if set > 0 {
+                            bits_set += set;
+                            let (p, q) = (bm.file_page_of_chunk(lo), bm.file_page_of_chunk(hi));
+                            dirty_pages =
+                                Some(dirty_pages.map_or((p, q), |(a, b)| (a.min(p), b.max(q))));
+                        }
                     }
                 } else {
                     for &(off, n) in &calls[a as usize..b as usize] {
@@ -653,12 +659,14 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
                     unplug_due = true;
                 }
                 if !input.has_unplug {
-                    // Unplug right after the start-writes (see `unplug_due`): when the only
-                    // DIRTY page is that of the bits just set, the engine writes it without
-                    // scanning every page.
-                    let written = match first_written {
+                    // Unplug right after the start-writes (see `unplug_due`). Without
+                    // recorded unplugs every step ends with one, so no page is DIRTY when a
+                    // step begins and the only DIRTY pages are this step's: when they are one
+                    // page, the engine writes it without scanning every page's attributes.
+                    let written = match dirty_pages {
                         _ if unplug_due => bm.unplug(),
-                        Some(c) => bm.unplug_after_first_write(c),
+                        Some((p, q)) if p == q => bm.unplug_one_page(p),
+                        Some(_) => bm.unplug(),
                         None => 0,
                     };
                     unplug_due = false;
@@ -666,7 +674,7 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
                         after_write_pages!(t);
                     }
                 } else {
-                    unplug_due |= first_written.is_some();
+                    unplug_due |= dirty_pages.is_some();
                 }
             }
             Step::Unplug => {
@@ -684,13 +692,7 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
                             continue;
                         }
                         let (lo, hi) = (off >> shift, (off + u64::from(n) - 1) >> shift);
-                        if lo == hi {
-                            bm.end_write(off, u64::from(n), true, false, false);
-                            continue;
-                        }
-                        for c in lo..=hi {
-                            bm.end_write(c << shift, 1, true, false, false);
-                        }
+                        bm.end_write_chunks(lo, hi);
                     }
                 } else {
                     for &(off, n) in &calls[a as usize..b as usize] {
