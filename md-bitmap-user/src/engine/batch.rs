@@ -10,8 +10,9 @@ use crate::engine::COUNTER_MAX;
 impl Bitmap {
     /// Equals `start_write(c << chunkshift, 1, false)` for every chunk `c` in `lo..=hi`, in
     /// order (the kernel's `md_bitmap_startwrite()` / `bitmap_start_write()` loop, one chunk
-    /// per step), and returns the number of clean chunks found: the bits this call set in the
-    /// cached filemap (`case 0:` → `md_bitmap_file_set_bit()`).
+    /// per step), and returns the number of clean chunks below `chunks` it found: the bits it
+    /// set in the cached filemap (`case 0:` → `md_bitmap_file_set_bit()`). (Chunks past
+    /// `chunks`, which only unbalanced or out-of-range callers send, are not counted.)
     ///
     /// Per chunk, on an allocated counter page: 0 → 3 with the cached bit set, its file page
     /// DIRTY and the page counted (`md_bitmap_count_page(+1)`); 1 → 3; 2..COUNTER_MAX-1 → +1.
@@ -55,8 +56,8 @@ impl Bitmap {
     /// (`md_bitmap_endwrite()` / `bitmap_end_write()`, one chunk per step of its loop).
     ///
     /// Per chunk with writes in flight (3 <= COUNTER < COUNTER_MAX): `events_cleared` takes
-    /// `mddev->events` (and `need_sync` is set) if behind, `(*bmc)--`, and a count that drops
-    /// to 2 or below makes the counter page pending with `allclean = 0`
+    /// `mddev->events` (and `need_sync` is set) if it is lower, `(*bmc)--`, and a count that
+    /// drops to 2 or below makes the counter page pending with `allclean = 0`
     /// (`md_bitmap_set_pending()`). Both end-write rules agree here (success and not degraded:
     /// no NEEDED). Anything else goes through [`end_write`](Self::end_write) itself.
     #[inline]
