@@ -4,7 +4,7 @@
 //! the replay with a reference that makes the single calls.
 //!
 //! A child module of `bitmap` so that it reads the model's private state without widening it.
-use super::{Bitmap, WriteCause};
+use super::{Bitmap, CACHED, DISK};
 use crate::engine::COUNTER_MAX;
 
 impl Bitmap {
@@ -111,10 +111,44 @@ impl Bitmap {
         if self.n_needwrite != 0 || self.attr_dirty.get(pw).is_none_or(|&w| w & pm == 0) {
             return self.unplug();
         }
-        self.attr_dirty[pw] = 0;
+        self.attr_dirty[pw] &= !pm;
         self.attr_pending[pw] &= !pm;
-        self.write_page(page, WriteCause::UnplugDirty);
+        self.write_page_sparse(page);
         self.writes.unplug_batches += 1;
         1
+    }
+
+    /// `write_page(p, WriteCause::UnplugDirty)` for a page of which few bits changed (the
+    /// usual unplug: the bits a step just set, and those the daemon cleared since the page's
+    /// last write): the same on-disk copy, `disk_set` and counts, with the change of
+    /// `disk_set` counted bit by bit over the changed bits only.
+    fn write_page_sparse(&mut self, p: u64) {
+        let dpw = self.words_per_page / 64;
+        let base = p as usize * dpw;
+        let mut delta = 0i64;
+        for dwi in base..base + dpw {
+            let mut m = std::mem::take(&mut self.diff[dwi]);
+            while m != 0 {
+                let w = dwi * 64 + m.trailing_zeros() as usize;
+                m &= m - 1;
+                let (old, new) = (self.bits[DISK][w], self.bits[CACHED][w]);
+                let mask = self.in_range_mask(w);
+                let (mut up, mut down) = (new & !old & mask, old & !new & mask);
+                while up != 0 {
+                    up &= up - 1;
+                    delta += 1;
+                }
+                while down != 0 {
+                    down &= down - 1;
+                    delta -= 1;
+                }
+                self.bits[DISK][w] = new;
+            }
+        }
+        self.disk_set = self.disk_set.wrapping_add_signed(delta);
+        if p == 0 {
+            self.disk_sb = self.sb;
+        }
+        self.writes.unplug_dirty += 1;
     }
 }
