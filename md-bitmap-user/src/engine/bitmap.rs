@@ -3,6 +3,9 @@
 
 use std::ops::Range;
 
+#[path = "batch.rs"]
+mod batch;
+
 use super::counter::{COUNTER_MAX, Counter, NEEDED_MASK, RESYNC_MASK};
 use super::layout::{BITMAP_SB_BYTES, BitmapGeometry};
 use super::summary::{Anomalies, DaemonOutcome, DaemonPass, PageWrites, Summary};

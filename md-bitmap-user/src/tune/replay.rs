@@ -568,22 +568,49 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
     let split = input.max_calls_in_flight + 2 < u64::from(COUNTER_MAX)
         && input.last_call_sector.is_none_or(|s| (s >> shift) < chunks);
 
+    // When the md thread's timer next fires (ns): `daemon_sleep` (+ slack) after its last
+    // wake-up while the daemon has left a timeout (`thread->timeout`, see
+    // `Bitmap::daemon_timeout`), never while the bitmap is all clean. Both inputs change only
+    // at a wake-up (`last_wake`) or a `daemon_work()` call, after which it is recomputed; so
+    // each step compares one number instead of re-deriving it.
+    let timer_due = |bm: &Bitmap, last_wake: u64| -> u64 {
+        if bm.daemon_timeout().is_some() {
+            last_wake.saturating_add(input.sleep_ns + slack)
+        } else {
+            u64::MAX
+        }
+    };
+    let mut next_timer = timer_due(&bm, last_wake);
+
+    // Whether `unplug()` can write anything: it writes the file pages marked DIRTY or
+    // NEEDWRITE and returns at once, changing nothing, when there are none
+    // (`md_bitmap_unplug()` / `bitmap_unplug()` skip pages that have neither). DIRTY comes
+    // only from start-write's `case 0:` (`md_bitmap_file_set_bit()`), NEEDWRITE only from a
+    // daemon pass (PENDING → NEEDWRITE, and page 0 for `need_sync`); unplug clears both on
+    // every page. So an unplug is skipped only when no start-write since the last one saw a
+    // clean counter and no daemon pass ran since: it would have been a no-op.
+    let mut unplug_due = true;
+
     // Steps ahead whose first chunk is prefetched: the counters of random writes are cache
-    // misses (the 4 KiB-chunk bitmap of a large array has tens of MiB of counters).
+    // misses (the 4 KiB-chunk bitmap of a large array has tens of MiB of counters). Only
+    // start-writes: an end-write finds its counter where its start-write (a latency earlier)
+    // left it, mostly still cached. Small bitmaps stay in cache and skip it.
     const LOOKAHEAD: usize = 16;
-    for (i, &(t, step)) in input.steps.iter().enumerate() {
-        if let Some(&(_, Step::Start { a, .. } | Step::End { a, .. })) =
-            input.steps.get(i + LOOKAHEAD)
-            && let Some(&(off, _)) = input.calls.get(a as usize)
+    let prefetch = bm.counters().len() >= 1 << 17;
+    let steps = &input.steps[..];
+    let calls = &input.calls[..];
+    for (i, &(t, step)) in steps.iter().enumerate() {
+        if prefetch
+            && let Some(&(_, Step::Start { a, .. })) = steps.get(i + LOOKAHEAD)
+            && let Some(&(off, _)) = calls.get(a as usize)
         {
             bm.prefetch_chunk(off >> shift);
         }
         // Timer wake-ups of the md thread due before this step.
-        while !timer_from_trace && !running && bm.daemon_timeout().is_some() {
-            let due = last_wake.saturating_add(input.sleep_ns + slack);
-            if due > t {
-                break;
-            }
+        // No timer fires while the thread is in a run (it sleeps from the run's end), nor for
+        // the chunk size in use with recorded wake-ups (see `timer_from_trace`).
+        while !timer_from_trace && !running && next_timer <= t {
+            let due = next_timer;
             let now = if recorded {
                 let j = to_time(due, ref_pt);
                 // A timer wake-up comes when the daemon is due (the thread's timeout is
@@ -598,9 +625,13 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
             };
             last_wake = due;
             let out = bm.daemon_work(now);
-            if out.pass().is_some_and(|p| p.pages_written > 0) {
-                after_write_pages!(due);
+            if let Some(p) = out.pass() {
+                unplug_due = true;
+                if p.pages_written > 0 {
+                    after_write_pages!(due);
+                }
             }
+            next_timer = timer_due(&bm, last_wake);
         }
         match step {
             Step::Start { a, b } => {
@@ -608,30 +639,36 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
                     // The write wakes the md thread (modelled mode).
                     last_wake = t;
                     let out = bm.daemon_work(t);
-                    if out.pass().is_some_and(|p| p.pages_written > 0) {
-                        after_write_pages!(t);
+                    if let Some(p) = out.pass() {
+                        unplug_due = true;
+                        if p.pages_written > 0 {
+                            after_write_pages!(t);
+                        }
                     }
+                    next_timer = timer_due(&bm, last_wake);
                 }
+                // The file pages whose bits this step's start-writes set lie in
+                // `dirty_pages` (between the pages of the first and last chunk of the calls
+                // that set any).
+                let mut dirty_pages: Option<(u64, u64)> = None;
                 if split {
-                    for &(off, n) in &input.calls[a as usize..b as usize] {
+                    for &(off, n) in &calls[a as usize..b as usize] {
                         if n == 0 {
                             continue; // no chunk: the kernel's loop does nothing
                         }
-                        // A call inside one chunk goes as it is, else chunk by chunk.
+                        // Chunk by chunk (a call inside one chunk is one step of the loop
+                        // whatever its offset and length).
                         let (lo, hi) = (off >> shift, (off + u64::from(n) - 1) >> shift);
-                        bits_set += u64::from(bm.counter(lo).raw() == 0);
-                        if lo == hi {
-                            bm.start_write(off, u64::from(n), false);
-                            continue;
-                        }
-                        bm.start_write(lo << shift, 1, false);
-                        for c in lo + 1..=hi {
-                            bits_set += u64::from(bm.counter(c).raw() == 0);
-                            bm.start_write(c << shift, 1, false);
+                        let set = bm.start_write_chunks(lo, hi);
+                        if set > 0 {
+                            bits_set += set;
+                            let (p, q) = (bm.file_page_of_chunk(lo), bm.file_page_of_chunk(hi));
+                            dirty_pages =
+                                Some(dirty_pages.map_or((p, q), |(a, b)| (a.min(p), b.max(q))));
                         }
                     }
                 } else {
-                    for &(off, n) in &input.calls[a as usize..b as usize] {
+                    for &(off, n) in &calls[a as usize..b as usize] {
                         let n = u64::from(n);
                         if n > 0 {
                             let lo = off >> shift;
@@ -642,33 +679,47 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
                         }
                         bm.start_write(off, n, false);
                     }
+                    // Chunks past `chunks` (in the last counter page) can set bits too.
+                    unplug_due = true;
                 }
-                if !input.has_unplug && bm.unplug() > 0 {
-                    after_write_pages!(t);
+                if !input.has_unplug {
+                    // Unplug right after the start-writes (see `unplug_due`). Without
+                    // recorded unplugs every step ends with one, so no page is DIRTY when a
+                    // step begins and the only DIRTY pages are this step's: when they are one
+                    // page, the engine writes it without scanning every page's attributes.
+                    let written = match dirty_pages {
+                        _ if unplug_due => bm.unplug(),
+                        Some((p, q)) if p == q => bm.unplug_one_page(p),
+                        Some(_) => bm.unplug(),
+                        None => 0,
+                    };
+                    unplug_due = false;
+                    if written > 0 {
+                        after_write_pages!(t);
+                    }
+                } else {
+                    unplug_due |= dirty_pages.is_some();
                 }
             }
             Step::Unplug => {
-                if bm.unplug() > 0 {
-                    after_write_pages!(t);
+                if unplug_due {
+                    unplug_due = false;
+                    if bm.unplug() > 0 {
+                        after_write_pages!(t);
+                    }
                 }
             }
             Step::End { a, b } => {
                 if split {
-                    for &(off, n) in &input.calls[a as usize..b as usize] {
+                    for &(off, n) in &calls[a as usize..b as usize] {
                         if n == 0 {
                             continue;
                         }
                         let (lo, hi) = (off >> shift, (off + u64::from(n) - 1) >> shift);
-                        if lo == hi {
-                            bm.end_write(off, u64::from(n), true, false, false);
-                            continue;
-                        }
-                        for c in lo..=hi {
-                            bm.end_write(c << shift, 1, true, false, false);
-                        }
+                        bm.end_write_chunks(lo, hi);
                     }
                 } else {
-                    for &(off, n) in &input.calls[a as usize..b as usize] {
+                    for &(off, n) in &calls[a as usize..b as usize] {
                         bm.end_write(off, u64::from(n), true, false, false);
                     }
                 }
@@ -682,15 +733,20 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
                         last_wake = t;
                     }
                     let out = bm.daemon_work(jiffies);
-                    if out.pass().is_some_and(|p| p.pages_written > 0) {
-                        after_write_pages!(t);
+                    if let Some(p) = out.pass() {
+                        unplug_due = true;
+                        if p.pages_written > 0 {
+                            after_write_pages!(t);
+                        }
                     }
+                    next_timer = timer_due(&bm, last_wake);
                 }
             }
             Step::ThreadSleep => {
                 if recorded {
                     running = false;
                     last_wake = t;
+                    next_timer = timer_due(&bm, last_wake);
                 }
             }
             Step::UpdateSb => {

@@ -242,6 +242,11 @@ fn svg_and_table_render() {
 /// latency; recorded unplugs after most writes if `unplugs`, superblock updates at clean <->
 /// dirty transitions, the md thread waking into the daemon every 5 s.
 fn random_trace(seed: u64, n: u64, unplugs: bool) -> Trace {
+    random_trace_over(seed, n, unplugs, 128 << 10)
+}
+
+/// [`random_trace`] over a raid1 of `total` sectors.
+fn random_trace_over(seed: u64, n: u64, unplugs: bool, total: u64) -> Trace {
     let mut rng = seed | 1;
     let mut next = move || {
         rng ^= rng << 13;
@@ -249,7 +254,6 @@ fn random_trace(seed: u64, n: u64, unplugs: bool) -> Trace {
         rng ^= rng << 17;
         rng
     };
-    let total = 128u64 << 10;
     let mut streams = [0u64; 4];
     for s in &mut streams {
         *s = next() % total;
@@ -285,6 +289,9 @@ fn random_trace(seed: u64, n: u64, unplugs: bool) -> Trace {
     events.extend(daemon_events(0, t / SEC + 6));
     let mut tr = trace(64 << 10, events);
     tr.header.initial_dirty = vec![(3, 9), (100, 101)];
+    tr.header.component_size_kib = total / 2;
+    tr.header.array_sectors = total;
+    tr.header.bitmap_sync_sectors = total;
     tr
 }
 
@@ -316,6 +323,37 @@ fn fast_replay_equals_reference() {
         }
     }
     assert!(nonzero >= 60, "the traces exercise the replay ({nonzero})");
+}
+
+/// The same over a 1 GiB array, whose small-chunk bitmaps span several file pages (up to 9 at
+/// 4 KiB): a step's start-writes may dirty one page or two, and the single-page unplug of the
+/// fast replay (whose claim that no other page is DIRTY debug builds check) must write what
+/// the kernel's full unplug writes.
+#[test]
+fn fast_replay_equals_reference_over_many_file_pages() {
+    let mut multi_page = 0;
+    for (seed, unplugs) in [(11u64, false), (0xfeed, true)] {
+        let tr = random_trace_over(seed, 20_000, unplugs, 2 << 20);
+        let input = ReplayInput::new(&tr).unwrap();
+        for daemon in [DaemonMode::Recorded, DaemonMode::Modelled] {
+            let o = ReplayOptions {
+                daemon,
+                resync_bytes_per_sec: 3e6,
+            };
+            for shift in 12..=17 {
+                let c = 1u64 << shift;
+                let fast = replay(&input, c, &o).unwrap();
+                let reference = super::reference::replay_reference(&input, c, &o).unwrap();
+                assert_eq!(fast, reference, "chunk {c}, {daemon:?}, unplugs {unplugs}");
+                let geo = BitmapGeometry::new(c, input.sync_sectors).unwrap();
+                multi_page += u64::from(geo.file_pages() > 1 && fast.page_writes > 0);
+            }
+        }
+    }
+    assert!(
+        multi_page >= 8,
+        "bitmaps of several file pages were written ({multi_page})"
+    );
 }
 
 /// The merge in `sort_steps` gives exactly the stable sort by time it replaces, for traces in
