@@ -12,9 +12,12 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_jiffies64, bpf_ktime_get_ns,
         bpf_probe_read_kernel as bpf_probe_read_kernel_t, generated::bpf_probe_read_kernel,
     },
-    macros::{kprobe, kretprobe, map, raw_tracepoint, tracepoint},
+    macros::{btf_tracepoint, kprobe, kretprobe, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
+    programs::{
+        BtfTracePointContext, ProbeContext, RawTracePointContext, RetProbeContext,
+        TracePointContext,
+    },
 };
 use md_bitmap_common::{
     BioLayout, COUNTER_SLOTS, Counter, MdLayout, PEEK_MAX, PeekReply, PeekRequest, RING_BYTES,
@@ -274,8 +277,19 @@ pub fn md_update_sb(ctx: ProbeContext) -> u32 {
 #[map]
 static BIO_LAYOUT: Array<BioLayout> = Array::with_max_entries(1, 0);
 
+/// Per major number (`dev >> 20`, 12 bits): non-zero when some watched device has it. Userspace
+/// keeps it in step with [`WATCHED_DEVS`]. An array lookup is inlined by the verifier (no helper
+/// call), so the bios of other disks (md's members among them, when their major differs from
+/// the array's) are turned away before the hash lookup.
+#[map]
+static WATCHED_MAJORS: Array<u8> = Array::with_max_entries(4096, 0);
+
 #[inline(always)]
 fn watched(dev: u32) -> bool {
+    match WATCHED_MAJORS.get(dev >> 20) {
+        Some(n) if *n != 0 => {}
+        _ => return false,
+    }
     // SAFETY: the value is only tested for presence and never held across helper calls.
     unsafe { WATCHED_DEVS.get(&dev).is_some() }
 }
@@ -373,6 +387,94 @@ pub fn block_bio_remap(ctx: RawTracePointContext) -> u32 {
         RecordKind::BioRemap,
         old_dev,
         [from, sectors, opf, member as u64, member_sector],
+    );
+    0
+}
+
+// BTF tracepoints (`tp_btf`): the same two events, the same records, but `struct bio` is read by
+// plain loads the verifier checks against vmlinux BTF (turned into fault-tolerant loads by the
+// JIT, BPF_PROBE_MEM) instead of `bpf_probe_read_kernel` helper calls: a member bio, which is
+// only to be filtered out, costs two loads and an array lookup. The offsets are read-only
+// globals set by userspace at load time (frozen `.rodata`), so the verifier knows them as
+// constants, as it requires for loads through BTF pointers. Like raw tracepoints, these programs
+// run under `bpf_trace_run*` and only guard against themselves. Userspace attaches these when
+// they load and falls back to the raw tracepoint programs above when not.
+
+/// `struct bio` offsets for the BTF tracepoint programs (set by userspace before load).
+#[unsafe(no_mangle)]
+static BTF_BIO: BioLayout = BioLayout {
+    bi_bdev: 0,
+    bi_opf: 0,
+    bi_sector: 0,
+    bi_size: 0,
+    bi_status: 0,
+    bd_dev: 0,
+};
+
+#[inline(always)]
+fn btf_off(field: &u32) -> u64 {
+    // SAFETY: a read of this program's own read-only global.
+    unsafe { core::ptr::read_volatile(field) as u64 }
+}
+
+/// A load through a BTF-typed kernel pointer (`base` from the tracepoint's arguments or a load
+/// from one).
+#[inline(always)]
+fn btf_load<T: Copy>(base: u64, off: u64) -> T {
+    // SAFETY: the verifier checks the access against the BTF type of `base` at this (constant)
+    // offset; the JIT makes it a load that yields zero instead of faulting.
+    unsafe { core::ptr::read_volatile((base + off) as *const T) }
+}
+
+#[inline(always)]
+fn btf_bio_dev(bio: u64) -> u32 {
+    let bdev: u64 = btf_load(bio, btf_off(&BTF_BIO.bi_bdev));
+    btf_load(bdev, btf_off(&BTF_BIO.bd_dev))
+}
+
+#[inline(always)]
+fn btf_bio_facts(bio: u64) -> (u64, u64, u64, u64) {
+    let sector: u64 = btf_load(bio, btf_off(&BTF_BIO.bi_sector));
+    let size: u32 = btf_load(bio, btf_off(&BTF_BIO.bi_size));
+    let opf: u32 = btf_load(bio, btf_off(&BTF_BIO.bi_opf));
+    let status: u8 = btf_load(bio, btf_off(&BTF_BIO.bi_status));
+    (sector, (size >> 9) as u64, opf as u64, status as u64)
+}
+
+/// [`block_bio_queue`] as a BTF tracepoint.
+#[btf_tracepoint(function = "block_bio_queue")]
+pub fn btf_bio_queue(ctx: BtfTracePointContext) -> u32 {
+    if btf_off(&BTF_BIO.bi_bdev) == 0 && btf_off(&BTF_BIO.bd_dev) == 0 {
+        return 0;
+    }
+    let bio: u64 = ctx.arg(0);
+    let dev = btf_bio_dev(bio);
+    if !watched(dev) {
+        bump(Counter::Filtered);
+        return 0;
+    }
+    let (sector, sectors, opf, _) = btf_bio_facts(bio);
+    emit(RecordKind::BioQueue, dev, [sector, sectors, opf, 0, bio]);
+    0
+}
+
+/// [`block_bio_complete`] as a BTF tracepoint.
+#[btf_tracepoint(function = "block_bio_complete")]
+pub fn btf_bio_complete(ctx: BtfTracePointContext) -> u32 {
+    if btf_off(&BTF_BIO.bi_bdev) == 0 && btf_off(&BTF_BIO.bd_dev) == 0 {
+        return 0;
+    }
+    let bio: u64 = ctx.arg(1);
+    let dev = btf_bio_dev(bio);
+    if !watched(dev) {
+        bump(Counter::Filtered);
+        return 0;
+    }
+    let (sector, sectors, opf, status) = btf_bio_facts(bio);
+    emit(
+        RecordKind::BioComplete,
+        dev,
+        [sector, sectors, opf, status, bio],
     );
     0
 }

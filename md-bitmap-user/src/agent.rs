@@ -229,6 +229,15 @@ impl Agent {
         let variant = variant_for(&abi);
         let mut feed = Feed::load()?;
         feed.attach_mirror(&abi)?;
+        eprintln!(
+            "md-bitmap: block tracepoints via {}{}",
+            feed.attached.block_path,
+            feed.attached
+                .btf_fallback
+                .as_deref()
+                .map(|e| format!(" (BTF tracepoints: {e})"))
+                .unwrap_or_default()
+        );
         let (kstate, kstate_error) =
             match KernelStateReader::new(&syms).and_then(|r| feed.attach_peek().map(|_| r)) {
                 Ok(r) => (Some(r), None),

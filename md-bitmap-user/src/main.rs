@@ -359,9 +359,10 @@ fn run_events(args: &EventsArgs) -> Result<()> {
         feed.watch_dev(md_bitmap::trace::record::device_number(d)?)?;
     }
     eprintln!(
-        "md-bitmap: attached {} kprobes and {} tracepoints; watching {}",
+        "md-bitmap: attached {} kprobes and {} tracepoints ({}); watching {}",
         feed.attached.kprobes.len(),
         feed.attached.tracepoints.len(),
+        feed.attached.block_path,
         arrays
             .iter()
             .map(|a| a.name.as_str())

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, anyhow, bail};
 use aya::Ebpf;
 use aya::maps::{Array as BpfArray, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{KProbe, RawTracePoint, TracePoint};
+use aya::programs::{BtfTracePoint, KProbe, RawTracePoint, TracePoint};
 use md_bitmap_common::{BioLayout, Counter, MdLayout, PEEK_MAX, PeekReply, PeekRequest, Record};
 
 use super::record::DevNum;
@@ -20,6 +20,12 @@ pub struct Attached {
     pub kprobes: BTreeMap<String, String>,
     /// `block/<name>` tracepoints.
     pub tracepoints: Vec<String>,
+    /// How the block tracepoints are attached: `tp_btf` (BTF tracepoints, `struct bio` read by
+    /// verifier-checked loads) or `raw_tp` (raw tracepoints, `bpf_probe_read_kernel`; the
+    /// fallback when the BTF ones cannot load); empty before [`Feed::attach`].
+    pub block_path: &'static str,
+    /// Why the BTF tracepoints were not used, when they were not.
+    pub btf_fallback: Option<String>,
 }
 
 /// Feed statistics summed over CPUs.
@@ -46,6 +52,11 @@ pub struct Feed {
     peek_seq: u64,
     peek_attached: bool,
     peek_ts_ns: u64,
+    /// `struct bio` layout from vmlinux BTF, computed at load (also set into the BTF
+    /// tracepoint programs' read-only globals); the error when it could not be.
+    bio_layout: std::result::Result<BioLayout, String>,
+    /// Watched devices per major (mirrors `WATCHED_MAJORS`).
+    majors: BTreeMap<u32, u32>,
 }
 
 /// `struct bio` offsets for the raw block tracepoint programs, from vmlinux BTF.
@@ -72,6 +83,12 @@ impl Feed {
         // MD_BITMAP_RING_BYTES (a power of two, at least a page) shrinks the ring buffer; the
         // fault tests use it to force overflows.
         let mut loader = aya::EbpfLoader::new();
+        let bio_layout = super::btf::Btf::load_vmlinux()
+            .and_then(|btf| bio_layout(&btf))
+            .map_err(|e| format!("vmlinux BTF: struct bio layout: {e:#}"));
+        if let Ok(l) = &bio_layout {
+            loader.override_global("BTF_BIO", l, true);
+        }
         if let Some(n) = std::env::var("MD_BITMAP_RING_BYTES")
             .ok()
             .and_then(|v| v.parse::<u32>().ok())
@@ -94,6 +111,8 @@ impl Feed {
             peek_seq: 0,
             peek_attached: false,
             peek_ts_ns: 0,
+            bio_layout,
+            majors: BTreeMap::new(),
         })
     }
 
@@ -143,17 +162,27 @@ impl Feed {
                 .kprobes
                 .insert(prog.to_string(), func.to_string());
         }
-        let btf = super::btf::Btf::load_vmlinux()?;
-        let layout = bio_layout(&btf).context("vmlinux BTF: struct bio layout")?;
+        let layout = self.bio_layout.clone().map_err(|e| anyhow!(e))?;
         {
             let mut m: BpfArray<_, BioLayout> =
                 BpfArray::try_from(self.ebpf.map_mut("BIO_LAYOUT").context("no BIO_LAYOUT")?)?;
             m.set(0, layout, 0)?;
         }
-        let tps: &[&str] = if remaps {
-            &["block_bio_queue", "block_bio_complete", "block_bio_remap"]
-        } else {
-            &["block_bio_queue", "block_bio_complete"]
+        // BTF tracepoints first: they read `struct bio` without helper calls. `block_bio_remap`
+        // has no BTF variant (only `md-bitmap record`/`events` attach it).
+        match self.attach_btf_block() {
+            Ok(()) => self.attached.block_path = "tp_btf",
+            Err(e) => {
+                tracing::info!("BTF block tracepoints unavailable, using raw tracepoints: {e:#}");
+                self.attached.btf_fallback = Some(format!("{e:#}"));
+                self.attached.block_path = "raw_tp";
+            }
+        }
+        let tps: &[&str] = match (self.attached.block_path, remaps) {
+            ("tp_btf", true) => &["block_bio_remap"],
+            ("tp_btf", false) => &[],
+            (_, true) => &["block_bio_queue", "block_bio_complete", "block_bio_remap"],
+            (_, false) => &["block_bio_queue", "block_bio_complete"],
         };
         for &tp in tps {
             let p: &mut RawTracePoint = self
@@ -165,6 +194,61 @@ impl Feed {
                 .with_context(|| format!("cannot load eBPF program {tp}"))?;
             p.attach(tp)
                 .with_context(|| format!("cannot attach raw tracepoint {tp}"))?;
+            self.attached.tracepoints.push(format!("block/{tp}"));
+        }
+        Ok(())
+    }
+
+    /// Loads and attaches `btf_bio_queue`/`btf_bio_complete` (all or nothing: on an error the
+    /// one already attached is detached again, so the raw fallback does not report bios twice).
+    fn attach_btf_block(&mut self) -> Result<()> {
+        if std::env::var_os("MD_BITMAP_NO_TP_BTF").is_some() {
+            bail!("MD_BITMAP_NO_TP_BTF is set");
+        }
+        if let Err(e) = &self.bio_layout {
+            bail!("{e}");
+        }
+        let btf = aya::Btf::from_sys_fs().context("cannot read /sys/kernel/btf/vmlinux")?;
+        let mut links = Vec::new();
+        let mut result = Ok(());
+        for (prog, tp) in [
+            ("btf_bio_queue", "block_bio_queue"),
+            ("btf_bio_complete", "block_bio_complete"),
+        ] {
+            let r = (|| -> Result<_> {
+                let p: &mut BtfTracePoint = self
+                    .ebpf
+                    .program_mut(prog)
+                    .ok_or_else(|| anyhow!("eBPF program {prog} missing from the object"))?
+                    .try_into()?;
+                p.load(tp, &btf)
+                    .with_context(|| format!("cannot load eBPF program {prog}"))?;
+                p.attach()
+                    .with_context(|| format!("cannot attach BTF tracepoint {tp}"))
+            })();
+            match r {
+                Ok(link) => links.push((prog, link)),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if result.is_err() {
+            for (prog, link) in links {
+                if let Some(p) = self.ebpf.program_mut(prog) {
+                    let p: Result<&mut BtfTracePoint, _> = p.try_into();
+                    if let Ok(p) = p {
+                        let _ = p.detach(link);
+                    }
+                }
+            }
+            return result;
+        }
+        for (_, tp) in [
+            ("btf_bio_queue", "block_bio_queue"),
+            ("btf_bio_complete", "block_bio_complete"),
+        ] {
             self.attached.tracepoints.push(format!("block/{tp}"));
         }
         Ok(())
@@ -206,7 +290,23 @@ impl Feed {
                 .map_mut("WATCHED_DEVS")
                 .context("no WATCHED_DEVS")?,
         )?;
+        let fresh = map.get(&dev.to_kernel(), 0).is_err();
         map.insert(dev.to_kernel(), 1, 0)?;
+        if !fresh {
+            return Ok(());
+        }
+        let major = dev.to_kernel() >> 20;
+        *self.majors.entry(major).or_insert(0) += 1;
+        self.set_major(major, 1)
+    }
+
+    fn set_major(&mut self, major: u32, on: u8) -> Result<()> {
+        let mut m: BpfArray<_, u8> = BpfArray::try_from(
+            self.ebpf
+                .map_mut("WATCHED_MAJORS")
+                .context("no WATCHED_MAJORS")?,
+        )?;
+        m.set(major, on, 0)?;
         Ok(())
     }
 
@@ -217,7 +317,17 @@ impl Feed {
                 .map_mut("WATCHED_DEVS")
                 .context("no WATCHED_DEVS")?,
         )?;
-        let _ = map.remove(&dev.to_kernel());
+        if map.remove(&dev.to_kernel()).is_err() {
+            return Ok(());
+        }
+        let major = dev.to_kernel() >> 20;
+        if let Some(n) = self.majors.get_mut(&major) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.majors.remove(&major);
+                self.set_major(major, 0)?;
+            }
+        }
         Ok(())
     }
 

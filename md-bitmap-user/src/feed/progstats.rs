@@ -23,6 +23,8 @@ const PROGRAMS: &[&str] = &[
     "block_bio_queue",
     "block_bio_complete",
     "block_bio_remap",
+    "btf_bio_queue",
+    "btf_bio_complete",
     "peek",
 ];
 
@@ -116,6 +118,13 @@ pub fn run(args: &BpfStatsArgs) -> Result<()> {
             out.write_all(b"\n")?;
         }
         return Ok(());
+    }
+    // Which block tracepoint programs are loaded says how bios are read (see
+    // `Attached::block_path`): `btf_bio_*` are BTF tracepoints, `block_bio_*` raw ones.
+    if stats.iter().any(|s| s.name.starts_with("btf_bio_")) {
+        writeln!(out, "block tracepoints: tp_btf (BTF, direct loads)")?;
+    } else if stats.iter().any(|s| s.name == "block_bio_queue") {
+        writeln!(out, "block tracepoints: raw_tp (bpf_probe_read_kernel)")?;
     }
     let per = |h: &'static str| if args.per.is_some() { h } else { "" };
     writeln!(
