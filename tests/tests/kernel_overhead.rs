@@ -32,7 +32,11 @@
 //! A last agent round per boot runs with `kernel.bpf_stats_enabled=1` (which adds two clock
 //! reads to every program run, so it is not one of the measured rounds) and prints, from
 //! `md-bitmap bpf-stats`, each program's runs and ns per write and the share of the measured
-//! kernel side the programs' own run time explains (the rest is dispatch).
+//! kernel side the programs' own run time explains (the rest is dispatch). A second such round
+//! runs the agent with `MD_BITMAP_NO_TP_BTF=1`, which forces the block tracepoints' raw
+//! fallback (`bpf_probe_read_kernel`) instead of the BTF tracepoints (direct loads): its table
+//! is the before/after of that change within one boot, and the test asserts each round used the
+//! path it should (the agent's log, `bpf-stats`) and fed its mirror without drops.
 //!
 //! Asserted (sanity only): every round ran and timed its writes; every `on` round's mirror
 //! applied at least one start-write and one end-write per write and reported its lag; after its
@@ -99,17 +103,20 @@ off() {{
     sleep 0.5; round $1 off; sleep 0.5
 }}
 # One more agent round with the kernel's BPF run-time statistics on (they add two clock reads to
-# every program run, so the measured rounds run without them): runs and time per program.
+# every program run, so the measured rounds run without them): runs and time per program. $2, if
+# any, is put in the agent's environment (MD_BITMAP_NO_TP_BTF=1: the raw tracepoint fallback).
 stats() {{
-    taskset -c $ACPU md-bitmap watch --ndjson --interval 1 --ready-file /tmp/wrs > /out/watchs.ndjson 2>/out/watchs.err &
+    env $2 taskset -c $ACPU md-bitmap watch --ndjson --interval 1 --ready-file /tmp/wr$1 > /out/watch$1.ndjson 2>/out/watch$1.err &
     A=$!
-    i=0; while [ ! -e /tmp/wrs ] && [ $i -lt 900 ]; do kill -0 $A || {{ cat /out/watchs.err; exit 32; }}; sleep 0.1; i=$((i+1)); done
+    i=0; while [ ! -e /tmp/wr$1 ] && [ $i -lt 900 ]; do kill -0 $A || {{ cat /out/watch$1.err; exit 32; }}; sleep 0.1; i=$((i+1)); done
     sleep 0.5
     echo 1 > /proc/sys/kernel/bpf_stats_enabled || exit 34
     round $1 stats
     echo 0 > /proc/sys/kernel/bpf_stats_enabled
-    md-bitmap bpf-stats --ndjson --per {N} > /out/bpfstats || exit 35
-    kill -INT $A; wait $A || {{ cat /out/watchs.err; exit 33; }}
+    md-bitmap bpf-stats --ndjson --per {N} > /out/bpfstats$1 || exit 35
+    md-bitmap bpf-stats > /out/bpfstatstext$1 || exit 35
+    sleep 1.5
+    kill -INT $A; wait $A || {{ cat /out/watch$1.err; exit 33; }}
 }}
 "#
     );
@@ -125,6 +132,8 @@ stats() {{
             }
         }
         s += &format!("stats {cfg}-s\n");
+        // The same with the raw tracepoint fallback forced, for its table and to keep it working.
+        s += &format!("stats {cfg}-r MD_BITMAP_NO_TP_BTF=1\n");
     }
     s += "cat /out/rounds /out/agentcpu\n";
     s
@@ -287,7 +296,45 @@ fn run(series: Series) {
             us(bpf) - us(off),
             us(on) - us(bpf),
         );
-        bpf_stats(&rel, &r.out_file("bpfstats").unwrap(), us(bpf) - us(off));
+        // The block tracepoints' path (logged by the agent, named by `bpf-stats`): BTF
+        // tracepoints on these kernels (vmlinux has BTF), raw ones when forced.
+        for (id, path) in [("s", "tp_btf"), ("r", "raw_tp")] {
+            let id = format!("{cfg}-{id}");
+            let err = r.out_file(&format!("watch{id}.err")).unwrap();
+            let table = r.out_file(&format!("bpfstatstext{id}")).unwrap();
+            eprintln!(
+                "kernel {rel} stats round {id}: {}; bpf-stats: {}",
+                err.lines()
+                    .find(|l| l.contains("block tracepoints via"))
+                    .unwrap_or("(no block path logged)"),
+                table.lines().next().unwrap_or("")
+            );
+            assert!(
+                err.contains(&format!("block tracepoints via {path}"))
+                    && table.starts_with(&format!("block tracepoints: {path}")),
+                "{rel} round {id}: expected the {path} block path:\n{err}\n{table}"
+            );
+            // The stats round's agent fed its mirror (the fallback too): start and end per write.
+            let w = ndjson(&r.out_file(&format!("watch{id}.ndjson")).unwrap());
+            let last = w
+                .iter()
+                .rev()
+                .find(|v| v["arrays"].is_array())
+                .expect("watch printed no snapshot");
+            let feed = feed_of(last);
+            let events = feed["events"].as_u64().unwrap();
+            let drops = feed["drops"].as_u64().unwrap_or(u64::MAX);
+            assert!(
+                events >= 2 * N && drops == 0,
+                "{rel} round {id}: {events} bitmap events for {N} writes, {drops} drops"
+            );
+            eprintln!("kernel {rel} bpf-stats of round {id} ({path}):");
+            bpf_stats(
+                &rel,
+                &r.out_file(&format!("bpfstats{id}")).unwrap(),
+                us(bpf) - us(off),
+            );
+        }
     }
     cleanup(&dir);
 }
