@@ -445,33 +445,14 @@ impl Feed {
     /// the attached programs. A kprobe on md's end-write fires in interrupt context and is
     /// skipped when it interrupts one of our programs; the agent re-seeds when this grows.
     pub fn missed(&self) -> Result<u64> {
-        use std::os::fd::{AsFd, AsRawFd};
         let mut total = 0;
         for (name, prog) in self.ebpf.programs() {
             if name == "peek" {
                 continue;
             }
             let Ok(fd) = prog.fd() else { continue };
-            // SAFETY: an all-zero bpf_prog_info is a valid value (plain integers and pointers
-            // the kernel fills in; we pass no buffers for it to write through).
-            let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
-            let mut attr = [0u64; 16];
-            attr[0] = fd.as_fd().as_raw_fd() as u32 as u64
-                | ((std::mem::size_of_val(&info) as u64) << 32);
-            attr[1] = &mut info as *mut _ as u64;
-            // SAFETY: BPF_OBJ_GET_INFO_BY_FD reads `attr` (bpf_fd, info_len, info pointer) and
-            // writes at most info_len bytes to `info`, which outlives the call.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_bpf,
-                    aya_obj::generated::bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
-                    attr.as_mut_ptr(),
-                    std::mem::size_of_val(&attr) as libc::c_long,
-                )
-            };
-            if r == 0 {
-                total += info.recursion_misses;
-            }
+            use std::os::fd::AsFd;
+            total += recursion_misses(fd.as_fd()).unwrap_or(0);
         }
         Ok(total)
     }
@@ -490,4 +471,28 @@ impl Feed {
             missed: self.missed().unwrap_or(0),
         })
     }
+}
+
+/// `bpf_prog_info.recursion_misses` (kernel 5.12+) of the program `fd`: runs the kernel skipped
+/// because the program (or, for kprobes, any kprobe/tracepoint program) was already running on
+/// that CPU. None when the kernel does not answer.
+pub fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero bpf_prog_info is a valid value (plain integers and pointers the kernel
+    // fills in; we pass no buffers for it to write through).
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr = [0u64; 16];
+    attr[0] = fd.as_raw_fd() as u32 as u64 | ((std::mem::size_of_val(&info) as u64) << 32);
+    attr[1] = &mut info as *mut _ as u64;
+    // SAFETY: BPF_OBJ_GET_INFO_BY_FD reads `attr` (bpf_fd, info_len, info pointer) and writes at
+    // most info_len bytes to `info`, which outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            aya_obj::generated::bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr) as libc::c_long,
+        )
+    };
+    (r == 0).then_some(info.recursion_misses)
 }

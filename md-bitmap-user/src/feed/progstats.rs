@@ -43,6 +43,9 @@ pub struct ProgStats {
     pub run_cnt: u64,
     /// Nanoseconds spent in those runs.
     pub run_time_ns: u64,
+    /// Runs the kernel skipped (recursion guard; see `Feed::missed`), counted whether or not
+    /// stats are enabled (None: unreadable).
+    pub recursion_misses: Option<u64>,
 }
 
 /// The counters of every loaded md-bitmap program, by program id.
@@ -62,6 +65,10 @@ pub fn collect() -> Result<Vec<ProgStats>> {
             name: name.to_string(),
             run_cnt: p.run_count(),
             run_time_ns: p.run_time().as_nanos() as u64,
+            recursion_misses: p.fd().ok().and_then(|fd| {
+                use std::os::fd::AsFd;
+                super::ebpf::recursion_misses(fd.as_fd())
+            }),
         });
     }
     out.sort_by_key(|s| s.id);
@@ -129,24 +136,27 @@ pub fn run(args: &BpfStatsArgs) -> Result<()> {
     let per = |h: &'static str| if args.per.is_some() { h } else { "" };
     writeln!(
         out,
-        "{:>6} {:<16} {:>10} {:>14} {:>9}{}{}",
+        "{:>6} {:<16} {:>10} {:>14} {:>9} {:>7}{}{}",
         "id",
         "program",
         "runs",
         "run_time_ns",
         "ns/run",
+        "misses",
         per("  runs/op"),
         per("    ns/op")
     )?;
     for s in &stats {
         write!(
             out,
-            "{:>6} {:<16} {:>10} {:>14} {:>9.0}",
+            "{:>6} {:<16} {:>10} {:>14} {:>9.0} {:>7}",
             s.id,
             s.name,
             s.run_cnt,
             s.run_time_ns,
-            ratio(s.run_time_ns, s.run_cnt)
+            ratio(s.run_time_ns, s.run_cnt),
+            s.recursion_misses
+                .map_or_else(|| "?".to_string(), |m| m.to_string())
         )?;
         if let Some(n) = args.per {
             write!(
