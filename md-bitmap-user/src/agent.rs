@@ -524,12 +524,27 @@ impl Agent {
         if !self.backlog.is_empty() {
             self.read_kernel_degraded();
         }
-        let log = self
-            .event_log
-            .as_mut()
-            .map(|w| &mut **w as &mut dyn std::io::Write);
-        self.mirror
-            .apply_batch(&mut self.backlog, log, monotonic_ns);
+        let mut applied: Vec<(Option<String>, u64)> = Vec::with_capacity(self.backlog.len());
+        while let Some(ev) = self.backlog.pop_front() {
+            if let Some(w) = self.event_log.as_mut() {
+                let _ = serde_json::to_writer(&mut *w, &ev);
+                let _ = w.write_all(b"\n");
+            }
+            applied.push((self.mirror.apply(&ev), ev.ts_ns));
+        }
+        let done = monotonic_ns();
+        let mut last: Option<(&str, &mut MirrorArray)> = None;
+        for (name, ts) in &applied {
+            let Some(name) = name.as_deref() else {
+                continue;
+            };
+            if last.as_ref().is_none_or(|(l, _)| *l != name) {
+                last = self.mirror.arrays.get_mut(name).map(|a| (name, a));
+            }
+            if let Some((_, a)) = last.as_mut() {
+                a.record_lag(*ts, done);
+            }
+        }
         // Every event stamped before `now` is applied: due raid4/5/6 repairs need not wait for
         // the array's next event.
         for a in self.mirror.arrays.values_mut() {

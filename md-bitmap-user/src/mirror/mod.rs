@@ -6,17 +6,7 @@
 pub mod drift;
 pub mod snapshot;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-
-/// std's `HashMap` with foldhash's fast hasher: the mirror looks up several maps per kernel
-/// event (ranges, bios, threads, kernel addresses), and SipHash was a fifth of the agent's
-/// per-event instructions (`benches/feed_apply.rs` under callgrind). The keys are numbers the
-/// kernel reports (sectors, addresses); the hasher is seeded per process.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-
-/// Kernel times (ns) of the writes or bios in flight on one range, oldest first: almost always
-/// one, so held inline (no allocation per write).
-type Times = smallvec::SmallVec<[u64; 2]>;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use crate::engine::{Bitmap, BitmapConfig, BitmapGeometry, Counter, DaemonOutcome, KernelVariant};
 use crate::feed::record::{DevNum, EventKind};
@@ -26,13 +16,11 @@ use crate::sysfs::ArrayInfo;
 use snapshot::{ArraySnapshot, BitmapGeometrySnapshot, Counts, FeedHealth, MemberSnapshot, ranges};
 
 /// Removes the oldest entry of `key`; whether there was one.
-fn pop(m: &mut HashMap<(u64, u64), Times>, key: (u64, u64)) -> bool {
+fn pop(m: &mut HashMap<(u64, u64), VecDeque<u64>>, key: (u64, u64)) -> bool {
     let Some(q) = m.get_mut(&key) else {
         return false;
     };
-    if !q.is_empty() {
-        q.remove(0);
-    }
+    q.pop_front();
     if q.is_empty() {
         m.remove(&key);
     }
@@ -98,9 +86,9 @@ pub struct MirrorArray {
     /// Events stamped before this (CLOCK_MONOTONIC ns) are already in the seed.
     pub seed_ts_ns: u64,
     /// Start-writes without their end-write: (offset, sectors) -> start times (ns).
-    pending_writes: HashMap<(u64, u64), Times>,
+    pending_writes: HashMap<(u64, u64), VecDeque<u64>>,
     /// Write bios queued on the array and not completed: (sector, sectors) -> queue times.
-    pending_bios: HashMap<(u64, u64), Times>,
+    pending_bios: HashMap<(u64, u64), VecDeque<u64>>,
     /// End-writes applied at bio completion because their event was lost, by range.
     repaired: HashMap<(u64, u64), u32>,
     /// Feed health.
@@ -149,16 +137,16 @@ impl MirrorArray {
             bitmap_addr: None,
             seed: None,
             seed_ts_ns: 0,
-            pending_writes: HashMap::default(),
-            pending_bios: HashMap::default(),
-            repaired: HashMap::default(),
+            pending_writes: HashMap::new(),
+            pending_bios: HashMap::new(),
+            repaired: HashMap::new(),
             health: FeedHealth::default(),
             last_reconcile_ns: None,
             last_bitmap_event_ns: 0,
             daemon_entry_ran: None,
-            last_queued_bio: HashMap::default(),
-            bio_starts: HashMap::default(),
-            linked_bios: HashMap::default(),
+            last_queued_bio: HashMap::new(),
+            bio_starts: HashMap::new(),
+            linked_bios: HashMap::new(),
             due_repairs: VecDeque::new(),
             // 1 µs to 1 h at 2 significant digits: a few KiB, fixed.
             lag_us: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2)
@@ -191,7 +179,7 @@ impl MirrorArray {
     pub fn oldest_pending_write_ns(&self) -> Option<u64> {
         self.pending_writes
             .values()
-            .filter_map(|q| q.first().copied())
+            .filter_map(|q| q.front().copied())
             .min()
     }
 
@@ -199,7 +187,7 @@ impl MirrorArray {
     pub fn oldest_pending_bio_ns(&self) -> Option<u64> {
         self.pending_bios
             .values()
-            .filter_map(|q| q.first().copied())
+            .filter_map(|q| q.front().copied())
             .min()
     }
 
@@ -207,7 +195,7 @@ impl MirrorArray {
     pub fn oldest_pending_bio(&self) -> Option<(u64, u64, u64)> {
         self.pending_bios
             .iter()
-            .filter_map(|(k, q)| q.first().map(|t| (k.0, k.1, *t)))
+            .filter_map(|(k, q)| q.front().map(|t| (k.0, k.1, *t)))
             .min_by_key(|x| x.2)
     }
 
@@ -336,7 +324,7 @@ impl MirrorArray {
                 self.pending_bios
                     .entry((*sector, *sectors))
                     .or_default()
-                    .push(ev.ts_ns);
+                    .push_back(ev.ts_ns);
                 if !identity_ranges(&self.info.level) && *bio != 0 {
                     self.last_queued_bio.insert(ev.tid, *bio);
                 }
@@ -426,7 +414,7 @@ impl MirrorArray {
                 self.pending_writes
                     .entry((*offset, *sectors))
                     .or_default()
-                    .push(ev.ts_ns);
+                    .push_back(ev.ts_ns);
                 // raid4/5/6 start a bio's bitmap writes in the submitting thread, right after
                 // the block layer queued the bio: per stripe in add_stripe_bio() (≤6.13), once
                 // per bio in md_account_bio() -> md_bitmap_start() (6.14+ and backports).
@@ -549,8 +537,8 @@ impl MirrorArray {
         if !identity_ranges(&self.info.level) {
             return;
         }
-        let pending = self.pending_writes.get(&key).map_or(0, |q| q.len());
-        let in_flight = self.pending_bios.get(&key).map_or(0, |q| q.len());
+        let pending = self.pending_writes.get(&key).map_or(0, VecDeque::len);
+        let in_flight = self.pending_bios.get(&key).map_or(0, VecDeque::len);
         if pending > in_flight
             && let Some(bm) = self.bitmap.as_mut()
         {
@@ -600,7 +588,7 @@ impl MirrorArray {
         {
             let (_, keys) = self.due_repairs.pop_front().unwrap();
             for key in keys {
-                let pending = self.pending_writes.get(&key).map_or(0, |q| q.len());
+                let pending = self.pending_writes.get(&key).map_or(0, VecDeque::len);
                 let linked = self.linked_bios.get(&key).copied().unwrap_or(0) as usize;
                 if pending > linked
                     && let Some(bm) = self.bitmap.as_mut()
@@ -852,57 +840,6 @@ impl Mirror {
         }
     }
 
-    /// Applies every event of `batch` in order (emptying it), each copied to `log` first as
-    /// NDJSON when given, then records each applied event's lag against one reading of `clock`
-    /// (CLOCK_MONOTONIC ns) taken after the whole batch: one clock read per batch, not per event
-    /// (under emulation the guest's clock may not be readable without a system call). The
-    /// agent's per-event path (`Agent::poll`).
-    pub fn apply_batch(
-        &mut self,
-        batch: &mut VecDeque<FeedEvent>,
-        mut log: Option<&mut dyn std::io::Write>,
-        clock: impl FnOnce() -> u64,
-    ) {
-        // The names of the arrays this batch routed to (almost always one), and each applied
-        // event's index into them: routing clones no name per event.
-        let mut names: Vec<String> = Vec::new();
-        let mut applied: Vec<(usize, u64)> = Vec::with_capacity(batch.len());
-        let mut last: Option<usize> = None;
-        while let Some(ev) = batch.pop_front() {
-            if let Some(w) = log.as_mut() {
-                let _ = serde_json::to_writer(&mut *w, &ev);
-                let _ = w.write_all(b"\n");
-            }
-            let slot = self
-                .route_ref(&ev)
-                .map(|n| match last.filter(|&i| names[i] == n) {
-                    Some(i) => i,
-                    None => names.iter().position(|x| x == n).unwrap_or_else(|| {
-                        names.push(n.to_string());
-                        names.len() - 1
-                    }),
-                });
-            last = slot.or(last);
-            match slot.and_then(|i| self.arrays.get_mut(&names[i]).map(|a| (i, a))) {
-                Some((i, a)) => {
-                    a.apply(&ev);
-                    applied.push((i, ev.ts_ns));
-                }
-                None => self.unrouted += 1,
-            }
-        }
-        let done = clock();
-        let mut cur: Option<(usize, &mut MirrorArray)> = None;
-        for &(i, ts) in &applied {
-            if cur.as_ref().is_none_or(|(c, _)| *c != i) {
-                cur = self.arrays.get_mut(&names[i]).map(|a| (i, a));
-            }
-            if let Some((_, a)) = cur.as_mut() {
-                a.record_lag(ts, done);
-            }
-        }
-    }
-
     /// Routes one event to its array and applies it; the array's name.
     pub fn apply(&mut self, ev: &FeedEvent) -> Option<String> {
         let name = self.route(ev);
@@ -915,17 +852,6 @@ impl Mirror {
 
     /// The array an event belongs to, if known.
     pub fn route(&self, ev: &FeedEvent) -> Option<String> {
-        self.route_ref(ev).map(str::to_string)
-    }
-
-    /// [`route`](Self::route) without a copy of the name.
-    fn route_ref(&self, ev: &FeedEvent) -> Option<&str> {
-        // Without kernel addresses, a single array takes every bitmap event.
-        let only = || {
-            (self.arrays.len() == 1 && self.by_addr.is_empty())
-                .then(|| self.arrays.keys().next().map(String::as_str))
-                .flatten()
-        };
         match &ev.kind {
             EventKind::StartWrite { owner, .. }
             | EventKind::EndWrite { owner, .. }
@@ -934,15 +860,22 @@ impl Mirror {
             | EventKind::CloseSync { owner }
             | EventKind::CondEndSync { owner, .. }
             | EventKind::Unplug { owner }
-            | EventKind::UpdateSb { owner, .. } => {
-                self.by_addr.get(owner).map(String::as_str).or_else(only)
-            }
+            | EventKind::UpdateSb { owner, .. } => self.by_addr.get(owner).cloned().or_else(|| {
+                // Without kernel addresses, a single array takes every bitmap event.
+                (self.arrays.len() == 1 && self.by_addr.is_empty())
+                    .then(|| self.arrays.keys().next().cloned())
+                    .flatten()
+            }),
             EventKind::DaemonWork { mddev } | EventKind::DaemonDone { mddev, .. } => {
-                self.by_addr.get(mddev).map(String::as_str).or_else(only)
+                self.by_addr.get(mddev).cloned().or_else(|| {
+                    (self.arrays.len() == 1 && self.by_addr.is_empty())
+                        .then(|| self.arrays.keys().next().cloned())
+                        .flatten()
+                })
             }
             EventKind::BioQueue { dev, .. }
             | EventKind::BioComplete { dev, .. }
-            | EventKind::BioRemap { dev, .. } => self.by_dev.get(dev).map(String::as_str),
+            | EventKind::BioRemap { dev, .. } => self.by_dev.get(dev).cloned(),
         }
     }
 }
@@ -994,71 +927,6 @@ pub(crate) mod tests {
             cpu: 0,
             tid: 1,
             kind,
-        }
-    }
-
-    /// `apply_batch` (the agent's path) routes each event to its array as `apply` does, counts
-    /// the unroutable ones, empties the batch and records a lag for every applied event.
-    #[test]
-    fn a_batch_routes_and_applies_like_single_events() {
-        let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
-        let arrays = || {
-            let mut m = Mirror::default();
-            for (n, addr) in [(0u32, 0xa0u64), (1, 0xa1)] {
-                let mut i = info();
-                i.name = format!("md{n}");
-                i.dev = DevNum { major: 9, minor: n };
-                let mut a = MirrorArray::new(i);
-                a.bitmap_addr = Some(addr);
-                a.seed(KernelVariant::V6_14, geo, &[], 1, 1, None);
-                m.insert(a);
-            }
-            m
-        };
-        let w = |owner: u64, offset: u64, end: bool| {
-            if end {
-                EventKind::EndWrite {
-                    owner,
-                    offset,
-                    sectors: 8,
-                    success: None,
-                    behind: None,
-                    degraded: None,
-                }
-            } else {
-                EventKind::StartWrite {
-                    owner,
-                    offset,
-                    sectors: 8,
-                    behind: None,
-                }
-            }
-        };
-        let events = vec![
-            ev(10, 1, w(0xa0, 0, false)),
-            ev(11, 1, w(0xa1, 256, false)),
-            ev(12, 1, w(0xbad, 0, false)),
-            ev(13, 1, w(0xa0, 512, false)),
-            ev(14, 1, w(0xa0, 0, true)),
-        ];
-        let mut one = arrays();
-        for e in &events {
-            one.apply(e);
-        }
-        let mut batched = arrays();
-        let mut batch: VecDeque<FeedEvent> = events.into();
-        batched.apply_batch(&mut batch, None, || 1_000_010);
-        assert!(batch.is_empty());
-        assert_eq!((batched.unrouted, one.unrouted), (1, 1));
-        for (name, events) in [("md0", 3), ("md1", 1)] {
-            let (a, b) = (&batched.arrays[name], &one.arrays[name]);
-            assert_eq!(a.health.events, events, "{name}");
-            assert_eq!(a.snapshot(20, 0).counts, b.snapshot(20, 0).counts, "{name}");
-            assert_eq!(a.pending_writes(), b.pending_writes(), "{name}");
-            // Applied at 1_000_010 ns, stamped 10-14 ns: 999-1000 us of lag, one per event.
-            assert_eq!(a.lag_us.len(), events, "{name}");
-            let p50 = a.lag_quantile_us(0.5).unwrap();
-            assert!((999..=1000).contains(&p50), "{name}: {p50}");
         }
     }
 
