@@ -4,8 +4,7 @@
 //! the replay with a reference that makes the single calls.
 //!
 //! A child module of `bitmap` so that it reads the model's private state without widening it.
-use super::{Bitmap, CACHED, DISK};
-use crate::engine::COUNTER_MAX;
+use super::{Bitmap, WriteCause};
 
 impl Bitmap {
     /// Equals `start_write(c << chunkshift, 1, false)` for every chunk `c` in `lo..=hi`, in
@@ -22,31 +21,17 @@ impl Bitmap {
     pub fn start_write_chunks(&mut self, lo: u64, hi: u64) -> u64 {
         let mut set = 0u64;
         for chunk in lo..=hi {
-            let idx = chunk as usize;
-            let old = match self.counters.get(idx) {
-                Some(&c) if chunk < self.chunks => c,
-                _ => {
-                    self.start_write(chunk << self.shift, 1, false);
-                    continue;
+            if chunk < self.chunks {
+                match self.start_chunk_fast(chunk) {
+                    Some(clean) => {
+                        set += u64::from(clean);
+                        continue;
+                    }
+                    // A clean counter on a missing counter page: the loop allocates it.
+                    None => set += u64::from(self.counters.get(chunk as usize) == Some(&0)),
                 }
-            };
-            if old == 0 {
-                set += 1;
-                let page = idx >> self.cps;
-                if !self.pages[page].allocated {
-                    self.start_write(chunk << self.shift, 1, false);
-                    continue;
-                }
-                self.counters[idx] = 3;
-                self.count_page_inc(page);
-                self.first_write(chunk);
-            } else if (old & COUNTER_MAX).wrapping_sub(2) < COUNTER_MAX - 2 {
-                self.counters[idx] = old + 1;
-            } else if old == 1 {
-                self.counters[idx] = 3;
-            } else {
-                self.start_write(chunk << self.shift, 1, false);
             }
+            self.start_write(chunk << self.shift, 1, false);
         }
         set
     }
@@ -63,26 +48,8 @@ impl Bitmap {
     #[inline]
     pub fn end_write_chunks(&mut self, lo: u64, hi: u64) {
         for chunk in lo..=hi {
-            let idx = chunk as usize;
-            match self.counters.get(idx) {
-                Some(&old)
-                    if chunk < self.chunks
-                        && (old & COUNTER_MAX).wrapping_sub(3) < COUNTER_MAX - 3 =>
-                {
-                    let c = old - 1;
-                    self.counters[idx] = c;
-                    if self.events_cleared < self.events {
-                        self.events_cleared = self.events;
-                        self.need_sync = true;
-                    }
-                    if c <= 2 {
-                        self.pages[idx >> self.cps].pending = true;
-                        self.allclean = false;
-                    }
-                }
-                _ => {
-                    self.end_write(chunk << self.shift, 1, true, false, false);
-                }
+            if !(chunk < self.chunks && self.end_chunk_fast(chunk, true, false)) {
+                self.end_write(chunk << self.shift, 1, true, false, false);
             }
         }
     }
@@ -113,42 +80,8 @@ impl Bitmap {
         }
         self.attr_dirty[pw] &= !pm;
         self.attr_pending[pw] &= !pm;
-        self.write_page_sparse(page);
+        self.write_page_counted::<true>(page, WriteCause::UnplugDirty);
         self.writes.unplug_batches += 1;
         1
-    }
-
-    /// `write_page(p, WriteCause::UnplugDirty)` for a page of which few bits changed (the
-    /// usual unplug: the bits a step just set, and those the daemon cleared since the page's
-    /// last write): the same on-disk copy, `disk_set` and counts, with the change of
-    /// `disk_set` counted bit by bit over the changed bits only.
-    fn write_page_sparse(&mut self, p: u64) {
-        let dpw = self.words_per_page / 64;
-        let base = p as usize * dpw;
-        let mut delta = 0i64;
-        for dwi in base..base + dpw {
-            let mut m = std::mem::take(&mut self.diff[dwi]);
-            while m != 0 {
-                let w = dwi * 64 + m.trailing_zeros() as usize;
-                m &= m - 1;
-                let (old, new) = (self.bits[DISK][w], self.bits[CACHED][w]);
-                let mask = self.in_range_mask(w);
-                let (mut up, mut down) = (new & !old & mask, old & !new & mask);
-                while up != 0 {
-                    up &= up - 1;
-                    delta += 1;
-                }
-                while down != 0 {
-                    down &= down - 1;
-                    delta -= 1;
-                }
-                self.bits[DISK][w] = new;
-            }
-        }
-        self.disk_set = self.disk_set.wrapping_add_signed(delta);
-        if p == 0 {
-            self.disk_sb = self.sb;
-        }
-        self.writes.unplug_dirty += 1;
     }
 }

@@ -557,21 +557,43 @@ impl Bitmap {
     /// `write_page()` / `filemap_write_page()`: the on-disk copy of file page `p` becomes the
     /// cached one (one write per page, whatever the number of members).
     fn write_page(&mut self, p: u64, cause: WriteCause) {
+        self.write_page_counted::<false>(p, cause);
+    }
+
+    /// [`write_page`](Self::write_page), with `disk_set`'s change counted per changed word by
+    /// popcount (`SPARSE = false`) or bit by bit over the changed bits only (`SPARSE = true`:
+    /// cheaper for a page of which few bits changed, such as an unplug's, on a target without
+    /// a popcount instruction). Both count the same.
+    #[inline]
+    fn write_page_counted<const SPARSE: bool>(&mut self, p: u64, cause: WriteCause) {
         let dpw = self.words_per_page / 64;
         let base = p as usize * dpw;
         for dwi in base..base + dpw {
-            let mut m = self.diff[dwi];
-            if m == 0 {
-                continue;
-            }
-            self.diff[dwi] = 0;
+            let mut m = std::mem::take(&mut self.diff[dwi]);
             while m != 0 {
                 let w = dwi * 64 + m.trailing_zeros() as usize;
                 m &= m - 1;
                 let (old, new) = (self.bits[DISK][w], self.bits[CACHED][w]);
                 let mask = self.in_range_mask(w);
-                self.disk_set = self.disk_set + u64::from((new & mask).count_ones())
-                    - u64::from((old & mask).count_ones());
+                let (set, cleared) = if SPARSE {
+                    let (mut up, mut down) = (new & !old & mask, old & !new & mask);
+                    let (mut set, mut cleared) = (0, 0);
+                    while up != 0 {
+                        up &= up - 1;
+                        set += 1;
+                    }
+                    while down != 0 {
+                        down &= down - 1;
+                        cleared += 1;
+                    }
+                    (set, cleared)
+                } else {
+                    (
+                        u64::from((new & mask).count_ones()),
+                        u64::from((old & mask).count_ones()),
+                    )
+                };
+                self.disk_set = self.disk_set + set - cleared;
                 self.bits[DISK][w] = new;
             }
         }
@@ -659,30 +681,10 @@ impl Bitmap {
         // only the increment; a non-zero counter implies an allocated page), or raw 1 (→ 3).
         // Everything else (COUNTER_MAX, flags on a count below 2, a missing page, a range
         // crossing chunks, write-behind) takes the kernel's loop.
-        if let Some(chunk) = self.single_chunk(offset, sectors, behind) {
-            let idx = chunk as usize;
-            if let Some(&old) = self.counters.get(idx) {
-                if old == 0 {
-                    let page = idx >> self.cps;
-                    let p = &mut self.pages[page];
-                    if p.allocated {
-                        self.counters[idx] = 3;
-                        // md_bitmap_count_page(+1) on the page just checked (one lookup).
-                        p.count = p.count.wrapping_add(1) & ((1 << 30) - 1);
-                        if p.count == 0 {
-                            self.free_page(page);
-                        }
-                        self.first_write(chunk);
-                        return StartOutcome::Started;
-                    }
-                } else if (old & COUNTER_MAX).wrapping_sub(2) < COUNTER_MAX - 2 {
-                    self.counters[idx] = old + 1;
-                    return StartOutcome::Started;
-                } else if old == 1 {
-                    self.counters[idx] = 3;
-                    return StartOutcome::Started;
-                }
-            }
+        if let Some(chunk) = self.single_chunk(offset, sectors, behind)
+            && self.start_chunk_fast(chunk).is_some()
+        {
+            return StartOutcome::Started;
         }
         self.start_write_slow(offset, sectors, behind)
     }
@@ -695,6 +697,41 @@ impl Bitmap {
         // sectors - 1 <= sectors left in the chunk - 1 (sectors == 0 wraps and fails).
         let fits = sectors.wrapping_sub(1) <= self.chunk_mask - (offset & self.chunk_mask);
         (fits & !behind & (chunk < self.chunks)).then_some(chunk)
+    }
+
+    /// Start-write's fast paths for chunk `chunk < chunks` (the caller checks the bound): clean
+    /// (raw 0 on an allocated counter page: the `case 0:` steps, → 3; returns `Some(true)`),
+    /// already dirty (2 <= COUNTER < COUNTER_MAX, flags allowed: only the increment; a non-zero
+    /// counter implies an allocated page) or raw 1 (→ 3), both `Some(false)`. `None`, with
+    /// nothing changed, for everything else (COUNTER_MAX, flags on a count below 2, a missing
+    /// page): those take the kernel's loop.
+    #[inline(always)]
+    fn start_chunk_fast(&mut self, chunk: u64) -> Option<bool> {
+        let idx = chunk as usize;
+        let old = *self.counters.get(idx)?;
+        if old == 0 {
+            let page = idx >> self.cps;
+            let p = &mut self.pages[page];
+            if !p.allocated {
+                return None;
+            }
+            self.counters[idx] = 3;
+            // md_bitmap_count_page(+1) on the page just checked (one lookup).
+            p.count = p.count.wrapping_add(1) & ((1 << 30) - 1);
+            if p.count == 0 {
+                self.free_page(page);
+            }
+            self.first_write(chunk);
+            Some(true)
+        } else if (old & COUNTER_MAX).wrapping_sub(2) < COUNTER_MAX - 2 {
+            self.counters[idx] = old + 1;
+            Some(false)
+        } else if old == 1 {
+            self.counters[idx] = 3;
+            Some(false)
+        } else {
+            None
+        }
     }
 
     /// The `md_bitmap_file_set_bit()` of start-write's `case 0:` for chunk `chunk < chunks`
@@ -796,29 +833,42 @@ impl Bitmap {
     ) -> EndOutcome {
         // Fast path: one chunk with writes in flight (3 <= COUNTER < COUNTER_MAX): the rule,
         // the decrement and the pending flag; no wake-up, no anomaly possible.
-        if let Some(chunk) = self.single_chunk(offset, sectors, behind) {
-            let idx = chunk as usize;
-            if let Some(&old) = self.counters.get(idx)
-                && (old & COUNTER_MAX).wrapping_sub(3) < COUNTER_MAX - 3
-            {
-                let (clean, needed) = match self.config.kernel.end_write {
-                    EndWriteRule::Degraded => (!degraded, degraded),
-                    EndWriteRule::SuccessArg => (success && !degraded, !success),
-                };
-                let c = (old | if needed { NEEDED_MASK } else { 0 }) - 1;
-                self.counters[idx] = c;
-                if clean && self.events_cleared < self.events {
-                    self.events_cleared = self.events;
-                    self.need_sync = true;
-                }
-                if c <= 2 {
-                    self.pages[idx >> self.cps].pending = true;
-                    self.allclean = false;
-                }
-                return EndOutcome::default();
-            }
+        if let Some(chunk) = self.single_chunk(offset, sectors, behind)
+            && self.end_chunk_fast(chunk, success, degraded)
+        {
+            return EndOutcome::default();
         }
         self.end_write_slow(offset, sectors, success, behind, degraded)
+    }
+
+    /// End-write's fast path for chunk `chunk < chunks` (the caller checks the bound) with
+    /// writes in flight (3 <= COUNTER < COUNTER_MAX): the variant's rule, the decrement and the
+    /// pending flag; no wake-up, no anomaly possible. Returns false, with nothing changed, for
+    /// any other counter: those take the kernel's loop.
+    #[inline(always)]
+    fn end_chunk_fast(&mut self, chunk: u64, success: bool, degraded: bool) -> bool {
+        let idx = chunk as usize;
+        let Some(&old) = self.counters.get(idx) else {
+            return false;
+        };
+        if (old & COUNTER_MAX).wrapping_sub(3) >= COUNTER_MAX - 3 {
+            return false;
+        }
+        let (clean, needed) = match self.config.kernel.end_write {
+            EndWriteRule::Degraded => (!degraded, degraded),
+            EndWriteRule::SuccessArg => (success && !degraded, !success),
+        };
+        let c = (old | if needed { NEEDED_MASK } else { 0 }) - 1;
+        self.counters[idx] = c;
+        if clean && self.events_cleared < self.events {
+            self.events_cleared = self.events;
+            self.need_sync = true;
+        }
+        if c <= 2 {
+            self.pages[idx >> self.cps].pending = true;
+            self.allclean = false;
+        }
+        true
     }
 
     #[inline(never)]

@@ -295,6 +295,31 @@ fn random_trace_over(seed: u64, n: u64, unplugs: bool, total: u64) -> Trace {
     tr
 }
 
+/// Replays `input` under chunk sizes `1 << shift` for each `shift`, with recorded and modelled
+/// daemon wake-ups, asserting that the fast replay equals the reference replay; returns the
+/// fast replay's results.
+fn fast_equals_reference(
+    input: &ReplayInput,
+    shifts: std::ops::RangeInclusive<u32>,
+    unplugs: bool,
+) -> Vec<SizeResult> {
+    let mut out = Vec::new();
+    for daemon in [DaemonMode::Recorded, DaemonMode::Modelled] {
+        let o = ReplayOptions {
+            daemon,
+            resync_bytes_per_sec: 3e6,
+        };
+        for shift in shifts.clone() {
+            let c = 1u64 << shift;
+            let fast = replay(input, c, &o).unwrap();
+            let reference = super::reference::replay_reference(input, c, &o).unwrap();
+            assert_eq!(fast, reference, "chunk {c}, {daemon:?}, unplugs {unplugs}");
+            out.push(fast);
+        }
+    }
+    out
+}
+
 /// The fast replay gives exactly the figures of the reference (pre-optimisation) replay,
 /// for every chunk size, with recorded and modelled daemon wake-ups, with and without
 /// recorded unplugs, and cut short with `until`.
@@ -307,18 +332,8 @@ fn fast_replay_equals_reference() {
         let full = ReplayInput::new(&tr).unwrap();
         let cut = full.clone().until(full.span_ns.0 + 9 * SEC);
         for input in [&full, &cut] {
-            for daemon in [DaemonMode::Recorded, DaemonMode::Modelled] {
-                let o = ReplayOptions {
-                    daemon,
-                    resync_bytes_per_sec: 3e6,
-                };
-                for shift in 12..=26 {
-                    let c = 1u64 << shift;
-                    let fast = replay(input, c, &o).unwrap();
-                    let reference = super::reference::replay_reference(input, c, &o).unwrap();
-                    assert_eq!(fast, reference, "chunk {c}, {daemon:?}, unplugs {unplugs}");
-                    nonzero += u64::from(fast.bits_set > 0 && fast.daemon_passes > 0);
-                }
+            for fast in fast_equals_reference(input, 12..=26, unplugs) {
+                nonzero += u64::from(fast.bits_set > 0 && fast.daemon_passes > 0);
             }
         }
     }
@@ -335,19 +350,9 @@ fn fast_replay_equals_reference_over_many_file_pages() {
     for (seed, unplugs) in [(11u64, false), (0xfeed, true)] {
         let tr = random_trace_over(seed, 20_000, unplugs, 2 << 20);
         let input = ReplayInput::new(&tr).unwrap();
-        for daemon in [DaemonMode::Recorded, DaemonMode::Modelled] {
-            let o = ReplayOptions {
-                daemon,
-                resync_bytes_per_sec: 3e6,
-            };
-            for shift in 12..=17 {
-                let c = 1u64 << shift;
-                let fast = replay(&input, c, &o).unwrap();
-                let reference = super::reference::replay_reference(&input, c, &o).unwrap();
-                assert_eq!(fast, reference, "chunk {c}, {daemon:?}, unplugs {unplugs}");
-                let geo = BitmapGeometry::new(c, input.sync_sectors).unwrap();
-                multi_page += u64::from(geo.file_pages() > 1 && fast.page_writes > 0);
-            }
+        for fast in fast_equals_reference(&input, 12..=17, unplugs) {
+            let geo = BitmapGeometry::new(fast.chunk_bytes, input.sync_sectors).unwrap();
+            multi_page += u64::from(geo.file_pages() > 1 && fast.page_writes > 0);
         }
     }
     assert!(
