@@ -164,6 +164,22 @@ fn feed_of(v: &serde_json::Value) -> &serde_json::Value {
     &v["arrays"][0]["feed"]
 }
 
+/// Events applied and records dropped in the feed of the last snapshot of a `watch --ndjson`
+/// output (drops `u64::MAX` when missing).
+fn final_feed_counts(ndjson_text: &str) -> (u64, u64) {
+    let w = ndjson(ndjson_text);
+    let last = w
+        .iter()
+        .rev()
+        .find(|v| v["arrays"].is_array())
+        .expect("watch printed no snapshot");
+    let feed = feed_of(last);
+    (
+        feed["events"].as_u64().unwrap(),
+        feed["drops"].as_u64().unwrap_or(u64::MAX),
+    )
+}
+
 fn run(series: Series) {
     let dir = work_dir("overhead", series);
     let mut vm = Vm::new(series, &dir, &[]).unwrap();
@@ -251,15 +267,8 @@ fn run(series: Series) {
             }
             "bpf" => {
                 // Continued after its stopped round: the records of both rounds, none dropped.
-                let w = ndjson(&r.out_file(&format!("watch{id}.ndjson")).unwrap());
-                let last = w
-                    .iter()
-                    .rev()
-                    .find(|v| v["arrays"].is_array())
-                    .expect("watch printed no snapshot");
-                let feed = feed_of(last);
-                let events = feed["events"].as_u64().unwrap();
-                let drops = feed["drops"].as_u64().unwrap_or(u64::MAX);
+                let (events, drops) =
+                    final_feed_counts(&r.out_file(&format!("watch{id}.ndjson")).unwrap());
                 assert!(
                     events >= 4 * N && drops == 0,
                     "{rel} round {id}: {events} bitmap events for 2x{N} writes, {drops} drops"
@@ -315,15 +324,8 @@ fn run(series: Series) {
                 "{rel} round {id}: expected the {path} block path:\n{err}\n{table}"
             );
             // The stats round's agent fed its mirror (the fallback too): start and end per write.
-            let w = ndjson(&r.out_file(&format!("watch{id}.ndjson")).unwrap());
-            let last = w
-                .iter()
-                .rev()
-                .find(|v| v["arrays"].is_array())
-                .expect("watch printed no snapshot");
-            let feed = feed_of(last);
-            let events = feed["events"].as_u64().unwrap();
-            let drops = feed["drops"].as_u64().unwrap_or(u64::MAX);
+            let (events, drops) =
+                final_feed_counts(&r.out_file(&format!("watch{id}.ndjson")).unwrap());
             assert!(
                 events >= 2 * N && drops == 0,
                 "{rel} round {id}: {events} bitmap events for {N} writes, {drops} drops"

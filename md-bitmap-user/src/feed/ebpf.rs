@@ -149,18 +149,7 @@ impl Feed {
             }
         }
         for (prog, func) in probes {
-            let p: &mut KProbe = self
-                .ebpf
-                .program_mut(prog)
-                .ok_or_else(|| anyhow!("eBPF program {prog} missing from the object"))?
-                .try_into()?;
-            p.load()
-                .with_context(|| format!("cannot load eBPF program {prog}"))?;
-            p.attach(func, 0)
-                .with_context(|| format!("cannot attach {prog} to {func}"))?;
-            self.attached
-                .kprobes
-                .insert(prog.to_string(), func.to_string());
+            self.attach_kprobe(prog, func)?;
         }
         let layout = self.bio_layout.clone().map_err(|e| anyhow!(e))?;
         {
@@ -258,7 +247,12 @@ impl Feed {
     /// personality's thread function `func` (`raid1d`, `raid10d`, `raid5d`). Only
     /// `md-bitmap record` uses it; the mirror has no use for it.
     pub fn attach_thread_run_end(&mut self, func: &str) -> Result<()> {
-        let prog = "md_thread_run_ret";
+        self.attach_kprobe("md_thread_run_ret", func)
+    }
+
+    /// Loads the kprobe (or kretprobe) program `prog` and attaches it to kernel function
+    /// `func`, noting it in [`Attached::kprobes`].
+    fn attach_kprobe(&mut self, prog: &str, func: &str) -> Result<()> {
         let p: &mut KProbe = self
             .ebpf
             .program_mut(prog)
