@@ -54,7 +54,7 @@ P0=$($DD if=/dev/md0 bs=1M count=1 skip=24 iflag=direct 2>/dev/null | md5sum)
 S0=$(members)
 mkdir -p /out/prog
 printf '#!/bin/sh\nf=/out/prog/$(date +%%s)-$$\necho "$@" > $f.args\ncat > $f.json\n' > /tmp/alert.sh; chmod +x /tmp/alert.sh
-MD_BITMAP_LOG=info,md_bitmap::agent=debug md-bitmap watch --ndjson --interval 0.5 --reconcile 1 --stuck-write-secs 3 --stuck-bio-secs 3 --alert-program /tmp/alert.sh --ready-file /tmp/w1 > /out/watch1.ndjson 2>/out/watch1.err &
+MD_BITMAP_LOG=info,md_bitmap::agent=debug,md_bitmap::mirror=debug md-bitmap watch --ndjson --interval 0.5 --reconcile 1 --stuck-write-secs 3 --stuck-bio-secs 3 --alert-program /tmp/alert.sh --ready-file /tmp/w1 > /out/watch1.ndjson 2>/out/watch1.err &
 W1=$!
 mark agent-start
 ready /tmp/w1 $W1
@@ -539,6 +539,21 @@ fn run(series: Series) {
         eprintln!("  {l}");
     }
     let deferred = deferred.len();
+    // End-write events the kernel skipped (a kprobe that fires while another BPF program runs
+    // on the CPU), applied at the array bio's completion with md's `success` for the array's
+    // state (mirror/mod.rs, `repair_success`): false while a member is missing.
+    let repairs: Vec<&str> = w1err
+        .lines()
+        .filter(|l| l.contains(" lost, applied at"))
+        .collect();
+    let failed_repairs = repairs
+        .iter()
+        .filter(|l| l.contains("success=false"))
+        .count();
+    eprintln!(
+        "kernel {rel}: watch1 end-writes repaired {}, {failed_repairs} of them as failed (degraded array)",
+        repairs.len()
+    );
     // Reconciliations of md0 that compared a read (the age of the last one went down), so
     // that "no drift" is not the absence of any comparison.
     let ages: Vec<f64> = snaps

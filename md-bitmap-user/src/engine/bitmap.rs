@@ -1653,6 +1653,30 @@ impl Bitmap {
         true
     }
 
+    /// Gives the chunks of `[offset, offset + sectors)` the state a failed end-write leaves
+    /// (`md_bitmap_endwrite()` with `success == 0` on 6.1-6.13: NEEDED set before the
+    /// decrement, so the daemon never clears the chunk), for an end-write that was applied as
+    /// successful before its real event said otherwise (a repair of a lost event). A chunk the
+    /// daemon has since ticked from 2 to 1 is back at 2, one it cleared has its counter and
+    /// cached bit back. Not a kernel transition; returns the number of chunks changed.
+    pub fn mark_needed(&mut self, offset: u64, sectors: u64) -> u64 {
+        let shift = self.geo.chunkshift();
+        let (first, last) = (offset >> shift, (offset + sectors.max(1) - 1) >> shift);
+        let mut changed = 0;
+        for chunk in first..=last.min(self.geo.chunks().saturating_sub(1)) {
+            let c = self.counter(chunk);
+            if c.needed() {
+                continue;
+            }
+            let raw = NEEDED_MASK | c.count().max(2);
+            if self.set_counter(chunk, raw) {
+                self.align_cached_bit(chunk);
+                changed += 1;
+            }
+        }
+        changed
+    }
+
     // ------------------------------------------------------------------------------------
     // md state the bitmap reads.
 

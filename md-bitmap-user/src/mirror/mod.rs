@@ -89,8 +89,12 @@ pub struct MirrorArray {
     pending_writes: HashMap<(u64, u64), VecDeque<u64>>,
     /// Write bios queued on the array and not completed: (sector, sectors) -> queue times.
     pending_bios: HashMap<(u64, u64), VecDeque<u64>>,
-    /// End-writes applied at bio completion because their event was lost, by range.
-    repaired: HashMap<(u64, u64), u32>,
+    /// End-writes applied at bio completion because their event was lost, by range, with the
+    /// `success` each was applied with (see [`repair_success`](Self::repair_success)).
+    repaired: HashMap<(u64, u64), VecDeque<bool>>,
+    /// The `success` argument of the array's last end-write event (kernels before the 6.14
+    /// rework), for repairs of lost ones.
+    last_end_write_success: Option<bool>,
     /// Feed health.
     pub health: FeedHealth,
     /// Monotonic ns of the last reconciliation.
@@ -140,6 +144,7 @@ impl MirrorArray {
             pending_writes: HashMap::new(),
             pending_bios: HashMap::new(),
             repaired: HashMap::new(),
+            last_end_write_success: None,
             health: FeedHealth::default(),
             last_reconcile_ns: None,
             last_bitmap_event_ns: 0,
@@ -243,11 +248,19 @@ impl MirrorArray {
             }
             // The on-disk bits were read at another instant than the counters: the in-memory
             // bits follow the counters (set when a counter leaves 0, cleared when it reaches 0).
+            let mut cleared = false;
             for c in 0..geo.chunks() {
-                bm.align_cached_bit(c);
+                let had = bm.cached_bit(c);
+                if bm.align_cached_bit(c) && had {
+                    cleared = true;
+                }
             }
             bm.set_events(k.events);
-            bm.set_allclean(k.allclean);
+            // A bit cleared here leaves its page PENDING, and md clears `allclean` whenever it
+            // makes a page PENDING (`md_bitmap_file_clear_bit()`): kept set, it would make the
+            // mirror's daemon skip the pass that writes the page, and keep the bit on the
+            // mirror's disk after md's has lost it.
+            bm.set_allclean(k.allclean && !cleared);
             self.seed_ts_ns = k.read_ts_ns;
             self.seed = Some(Seed::Kernel);
             self.seed_settle = Some(SeedSettle::default());
@@ -444,9 +457,24 @@ impl MirrorArray {
                 if identity_ranges(&self.info.level) && !self.pending_writes.contains_key(&key) {
                     self.pending_bios.remove(&key);
                 }
-                if !had_start && self.repaired.get(&key).copied().unwrap_or(0) > 0 {
-                    // The late real end-write of one that was repaired at bio completion.
-                    *self.repaired.get_mut(&key).unwrap() -= 1;
+                let repaired_as = if had_start {
+                    None
+                } else {
+                    self.repaired.get_mut(&key).and_then(VecDeque::pop_front)
+                };
+                if self.repaired.get(&key).is_some_and(VecDeque::is_empty) {
+                    self.repaired.remove(&key);
+                }
+                if let Some(s) = success {
+                    self.last_end_write_success = Some(*s);
+                }
+                if let Some(assumed) = repaired_as {
+                    // The late real end-write of one that was repaired at bio completion. A
+                    // repair that took a failed write (md set NEEDED) for a successful one is
+                    // corrected: the chunks keep their bits until a resync.
+                    if *success == Some(false) && assumed {
+                        bm.mark_needed(*offset, *sectors);
+                    }
                 } else {
                     bm.end_write(
                         *offset,
@@ -527,6 +555,19 @@ impl MirrorArray {
         }
     }
 
+    /// The `success` a lost end-write is repaired with (kernels before the 6.14 rework; later
+    /// ones ignore it). md passes `!R1BIO_Degraded` (raid1), `!R10BIO_Degraded` (raid10),
+    /// `!STRIPE_DEGRADED` (raid4/5/6): false when a member the write should have reached is
+    /// missing or faulty, or the write failed on one (`raid1_write_request()`,
+    /// `handle_write_finished()`), and 6.1's `md_bitmap_endwrite()` then sets NEEDED, so the
+    /// chunk keeps its bit until a resync. On a whole array that is true; on a degraded one it
+    /// is what md passed for the array's other writes (the last end-write seen): false while a
+    /// member is missing, true during a recovery, whose member already takes the writes while
+    /// `mddev->degraded` still counts it. Taking true on a degraded array cleared bits md kept.
+    fn repair_success(&self, degraded: bool) -> bool {
+        !degraded || self.last_end_write_success.unwrap_or(false)
+    }
+
     /// md ends a write's bitmap accounting just before it completes the array bio. On raid1 and
     /// raid10 the bitmap range of a bio md did not split is the bio's own range, so when a write
     /// bio completes while more start-writes of its range are pending than bios of that range
@@ -539,13 +580,20 @@ impl MirrorArray {
         }
         let pending = self.pending_writes.get(&key).map_or(0, VecDeque::len);
         let in_flight = self.pending_bios.get(&key).map_or(0, VecDeque::len);
+        let success = self.repair_success(degraded);
         if pending > in_flight
             && let Some(bm) = self.bitmap.as_mut()
         {
             pop(&mut self.pending_writes, key);
-            bm.end_write(key.0, key.1, true, false, degraded);
-            *self.repaired.entry(key).or_default() += 1;
+            bm.end_write(key.0, key.1, success, false, degraded);
+            self.repaired.entry(key).or_default().push_back(success);
             self.health.repaired_end_writes += 1;
+            tracing::debug!(
+                "{}: end-write {}+{} lost, applied at its bio's completion (success={success}, degraded={degraded})",
+                self.info.name,
+                key.0,
+                key.1
+            );
         }
     }
 
@@ -581,6 +629,7 @@ impl MirrorArray {
     /// [`repair_missed_parity_end_writes`](Self::repair_missed_parity_end_writes)).
     pub fn settle(&mut self, now_ns: u64) {
         let degraded = self.degraded();
+        let success = self.repair_success(degraded);
         while self
             .due_repairs
             .front()
@@ -594,8 +643,8 @@ impl MirrorArray {
                     && let Some(bm) = self.bitmap.as_mut()
                 {
                     pop(&mut self.pending_writes, key);
-                    bm.end_write(key.0, key.1, true, false, degraded);
-                    *self.repaired.entry(key).or_default() += 1;
+                    bm.end_write(key.0, key.1, success, false, degraded);
+                    self.repaired.entry(key).or_default().push_back(success);
                     self.health.repaired_end_writes += 1;
                 }
             }
@@ -1493,5 +1542,162 @@ pub(crate) mod tests {
             m.arrays["md0"].bitmap.as_ref().unwrap().counter(2).count(),
             2
         );
+    }
+
+    /// A raid1 write on 6.1, as (bio queued, start-write, end-write, bio completed) events at
+    /// `t`..`t + 3` on chunk `chunk` (64 KiB chunks).
+    fn write_events(t: u64, chunk: u64, success: bool) -> [FeedEvent; 4] {
+        let dev = DevNum { major: 9, minor: 0 };
+        let (sector, sectors) = (chunk * 128, 8);
+        [
+            ev(
+                t,
+                1,
+                EventKind::BioQueue {
+                    dev,
+                    sector,
+                    sectors,
+                    rwbs: "W".into(),
+                    bio: 0,
+                },
+            ),
+            ev(
+                t + 1,
+                1,
+                EventKind::StartWrite {
+                    owner: 0xb17,
+                    offset: sector,
+                    sectors,
+                    behind: Some(false),
+                },
+            ),
+            ev(
+                t + 2,
+                1,
+                EventKind::EndWrite {
+                    owner: 0xb17,
+                    offset: sector,
+                    sectors,
+                    success: Some(success),
+                    behind: Some(false),
+                    degraded: Some(!success),
+                },
+            ),
+            ev(
+                t + 3,
+                1,
+                EventKind::BioComplete {
+                    dev,
+                    sector,
+                    sectors,
+                    rwbs: "W".into(),
+                    error: 0,
+                    bio: 0,
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_lost_end_write_on_a_degraded_6_1_array_is_repaired_as_failed() {
+        let mut a = MirrorArray::new(info());
+        a.bitmap_addr = Some(0xb17);
+        let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
+        a.seed(KernelVariant::V6_1, geo, &[], 5, 5, None);
+        a.set_kernel_degraded(true);
+        let mut m = Mirror::default();
+        m.insert(a);
+        // A write md ended with success = 0 (R1BIO_Degraded: a member is missing).
+        for e in write_events(10, 1, false) {
+            m.apply(&e);
+        }
+        // The next one's end-write event is lost.
+        let [q, s, _, c] = write_events(20, 2, false);
+        for e in [q, s, c] {
+            m.apply(&e);
+        }
+        let a = &m.arrays["md0"];
+        assert_eq!(a.health.repaired_end_writes, 1);
+        let bm = a.bitmap.as_ref().unwrap();
+        for chunk in [1, 2] {
+            assert!(
+                bm.counter(chunk).needed(),
+                "chunk {chunk}: {:?}",
+                bm.counter(chunk)
+            );
+        }
+        // The daemon never clears a NEEDED chunk: both keep their bits, as on the kernel.
+        let m0 = m.arrays.get_mut("md0").unwrap();
+        let bm = m0.bitmap.as_mut().unwrap();
+        bm.unplug();
+        for j in 1..=4 {
+            bm.daemon_work(j * 10_000);
+        }
+        assert!(bm.disk_bit(1) && bm.disk_bit(2));
+    }
+
+    #[test]
+    fn a_lost_end_write_on_a_whole_array_is_repaired_as_successful() {
+        let mut a = MirrorArray::new(info());
+        a.bitmap_addr = Some(0xb17);
+        let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
+        a.seed(KernelVariant::V6_1, geo, &[], 5, 5, None);
+        a.set_kernel_degraded(false);
+        let mut m = Mirror::default();
+        m.insert(a);
+        let [q, s, _, c] = write_events(20, 2, true);
+        for e in [q, s, c] {
+            m.apply(&e);
+        }
+        let bm = m.arrays["md0"].bitmap.as_ref().unwrap();
+        assert_eq!(bm.counter(2).raw(), 2, "ended: the daemon clears it");
+    }
+
+    #[test]
+    fn a_repair_taken_as_successful_is_corrected_by_its_late_failed_end_write() {
+        let mut a = MirrorArray::new(info());
+        a.bitmap_addr = Some(0xb17);
+        let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
+        a.seed(KernelVariant::V6_1, geo, &[], 5, 5, None);
+        a.set_kernel_degraded(false);
+        let mut m = Mirror::default();
+        m.insert(a);
+        // The completion is seen before the end-write (the repair takes the write as
+        // successful: the array was whole at the last look), then the end-write says failed.
+        let [q, s, e, c] = write_events(20, 2, false);
+        for x in [q, s, c] {
+            m.apply(&x);
+        }
+        let m0 = m.arrays.get_mut("md0").unwrap();
+        m0.bitmap.as_mut().unwrap().daemon_work(10_000);
+        assert_eq!(m0.bitmap.as_ref().unwrap().counter(2).raw(), 1);
+        m.apply(&e);
+        let bm = m.arrays["md0"].bitmap.as_ref().unwrap();
+        assert!(bm.counter(2).needed() && bm.counter(2).count() == 2);
+        assert!(bm.cached_bit(2));
+        assert_eq!(bm.anomalies().end_write_underflow, 0);
+    }
+
+    #[test]
+    fn a_seed_clearing_a_bit_the_disk_still_shows_lets_the_next_pass_write_it() {
+        let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
+        let chunks = geo.chunks();
+        // md cleared chunk 5 (counter 0) and, by the time of its counters' read, said allclean;
+        // the disk read after still shows the bit.
+        let mut k = kernel(100, chunks, &[]);
+        k.allclean = true;
+        let mut disk = vec![0u8; chunks.div_ceil(8) as usize];
+        disk[0] = 1 << 5;
+        let mut a = MirrorArray::new(info());
+        a.seed(KernelVariant::V6_1, geo, &disk, 5, 5, Some(&k));
+        let bm = a.bitmap.as_mut().unwrap();
+        assert!(bm.disk_bit(5) && !bm.cached_bit(5));
+        assert!(!bm.allclean());
+        bm.daemon_work(1000);
+        assert!(!bm.disk_bit(5), "the next daemon pass writes the page");
+        // Nothing to clear: md's allclean is taken as read.
+        let mut a = MirrorArray::new(info());
+        a.seed(KernelVariant::V6_1, geo, &[], 5, 5, Some(&k));
+        assert!(a.bitmap.as_ref().unwrap().allclean());
     }
 }
