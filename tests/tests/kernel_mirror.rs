@@ -137,8 +137,9 @@ fn run(series: Series) {
             .max()
             .unwrap();
         let late = rs.iter().map(|v| u(v, "late_daemon_passes")).max().unwrap();
+        let torn: u64 = rs.iter().map(|v| u(v, "torn_in_flight")).sum();
         eprintln!(
-            "kernel {} {name}: feed missed {missed}, dropped {drops}; end-writes repaired {repaired}, daemon passes applied at return {late}",
+            "kernel {} {name}: feed missed {missed}, dropped {drops}; end-writes repaired {repaired}, daemon passes applied at return {late}; in-flight differences at a chunk written within 100 ms of the read (torn, not compared) {torn}",
             r.release
         );
         // When did the bits leave the disk, and the mirror, after the last write in flight?

@@ -11,8 +11,13 @@ use std::collections::VecDeque;
 use crate::feed::FeedEvent;
 use crate::feed::record::EventKind;
 
-/// Bitmap events kept per array for drift reports.
+/// Bitmap events other than sync calls kept per array for drift reports.
 pub const HISTORY: usize = 512;
+
+/// Sync calls (start-sync, end-sync, cond-end-sync) kept per array, apart: a resync's end
+/// (`md_bitmap_close_sync()`) calls end-sync once per chunk, which would flush every write
+/// from one shared history.
+pub const SYNC_HISTORY: usize = 1024;
 
 /// Drifting chunks detailed in one report (the rest are counted).
 pub const REPORT_CHUNKS: usize = 8;
@@ -20,30 +25,61 @@ pub const REPORT_CHUNKS: usize = 8;
 /// Events listed per drifting chunk.
 pub const REPORT_EVENTS: usize = 24;
 
-/// The last [`HISTORY`] bitmap events of an array.
+/// The last [`HISTORY`] bitmap events and [`SYNC_HISTORY`] sync calls of an array.
 #[derive(Default)]
 pub struct History {
     events: VecDeque<FeedEvent>,
+    syncs: VecDeque<FeedEvent>,
 }
 
 impl History {
     /// Keeps `ev` if it is a bitmap event (bio events are not kept).
     pub fn push(&mut self, ev: &FeedEvent) {
-        if matches!(
-            ev.kind,
-            EventKind::BioQueue { .. } | EventKind::BioComplete { .. } | EventKind::BioRemap { .. }
-        ) {
-            return;
+        let (ring, cap) = match ev.kind {
+            EventKind::BioQueue { .. }
+            | EventKind::BioComplete { .. }
+            | EventKind::BioRemap { .. } => {
+                return;
+            }
+            EventKind::StartSync { .. }
+            | EventKind::EndSync { .. }
+            | EventKind::CondEndSync { .. } => (&mut self.syncs, SYNC_HISTORY),
+            _ => (&mut self.events, HISTORY),
+        };
+        if ring.len() == cap {
+            ring.pop_front();
         }
-        if self.events.len() == HISTORY {
-            self.events.pop_front();
-        }
-        self.events.push_back(ev.clone());
+        ring.push_back(ev.clone());
     }
 
     /// Kernel time (ns) of the last bitmap event kept.
     pub fn last_ts_ns(&self) -> Option<u64> {
-        self.events.back().map(|e| e.ts_ns)
+        let a = self.events.back().map(|e| e.ts_ns);
+        let b = self.syncs.back().map(|e| e.ts_ns);
+        a.max(b)
+    }
+
+    /// Chunk ranges (first, last) of the write events (start-write, end-write) stamped in
+    /// `[from, to]`.
+    pub fn writes_between(&self, from: u64, to: u64, chunk_sectors: u64) -> Vec<(u64, u64)> {
+        self.events
+            .iter()
+            .rev()
+            .take_while(|e| e.ts_ns >= from)
+            .filter(|e| e.ts_ns <= to)
+            .filter_map(|e| match &e.kind {
+                EventKind::StartWrite {
+                    offset, sectors, ..
+                }
+                | EventKind::EndWrite {
+                    offset, sectors, ..
+                } => Some((
+                    offset / chunk_sectors,
+                    (offset + (*sectors).max(1) - 1) / chunk_sectors,
+                )),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Events that touched `chunk` (writes and syncs on it) or the whole array (daemon passes,
@@ -54,9 +90,10 @@ impl History {
             let last = (off + len.max(1) - 1) / chunk_sectors;
             (first..=last).contains(&chunk)
         };
-        let mut v: Vec<&FeedEvent> = self
-            .events
-            .iter()
+        let mut all: Vec<&FeedEvent> = self.events.iter().chain(&self.syncs).collect();
+        all.sort_by_key(|e| e.ts_ns);
+        let mut v: Vec<&FeedEvent> = all
+            .into_iter()
             .rev()
             .filter(|e| match &e.kind {
                 EventKind::StartWrite {
@@ -133,6 +170,16 @@ impl super::MirrorArray {
     /// calls that did not run a pass included).
     pub fn last_bitmap_call_ns(&self) -> Option<u64> {
         self.history.last_ts_ns()
+    }
+
+    /// Chunk ranges written (start-write or end-write events) in `[from, to]` (kernel ns).
+    pub fn writes_between(&self, from: u64, to: u64) -> Vec<(u64, u64)> {
+        match &self.bitmap {
+            Some(bm) => self
+                .history
+                .writes_between(from, to, bm.geometry().chunk_sectors()),
+            None => vec![],
+        }
     }
 
     /// Chunks whose mirrored on-disk bit differs from `disk_bits`, in order.
