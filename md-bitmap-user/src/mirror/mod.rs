@@ -1544,6 +1544,19 @@ pub(crate) mod tests {
         );
     }
 
+    /// A mirror of md0, a raid1 on 6.1 with a clean bitmap (64 KiB chunks), md's
+    /// `mddev->degraded` as given.
+    fn mirror_6_1(degraded: bool) -> Mirror {
+        let mut a = MirrorArray::new(info());
+        a.bitmap_addr = Some(0xb17);
+        let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
+        a.seed(KernelVariant::V6_1, geo, &[], 5, 5, None);
+        a.set_kernel_degraded(degraded);
+        let mut m = Mirror::default();
+        m.insert(a);
+        m
+    }
+
     /// A raid1 write on 6.1, as (bio queued, start-write, end-write, bio completed) events at
     /// `t`..`t + 3` on chunk `chunk` (64 KiB chunks).
     fn write_events(t: u64, chunk: u64, success: bool) -> [FeedEvent; 4] {
@@ -1600,13 +1613,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_lost_end_write_on_a_degraded_6_1_array_is_repaired_as_failed() {
-        let mut a = MirrorArray::new(info());
-        a.bitmap_addr = Some(0xb17);
-        let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
-        a.seed(KernelVariant::V6_1, geo, &[], 5, 5, None);
-        a.set_kernel_degraded(true);
-        let mut m = Mirror::default();
-        m.insert(a);
+        let mut m = mirror_6_1(true);
         // A write md ended with success = 0 (R1BIO_Degraded: a member is missing).
         for e in write_events(10, 1, false) {
             m.apply(&e);
@@ -1638,13 +1645,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_lost_end_write_on_a_whole_array_is_repaired_as_successful() {
-        let mut a = MirrorArray::new(info());
-        a.bitmap_addr = Some(0xb17);
-        let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
-        a.seed(KernelVariant::V6_1, geo, &[], 5, 5, None);
-        a.set_kernel_degraded(false);
-        let mut m = Mirror::default();
-        m.insert(a);
+        let mut m = mirror_6_1(false);
         let [q, s, _, c] = write_events(20, 2, true);
         for e in [q, s, c] {
             m.apply(&e);
@@ -1655,13 +1656,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_repair_taken_as_successful_is_corrected_by_its_late_failed_end_write() {
-        let mut a = MirrorArray::new(info());
-        a.bitmap_addr = Some(0xb17);
-        let geo = BitmapGeometry::new(65536, 2 << 20).unwrap();
-        a.seed(KernelVariant::V6_1, geo, &[], 5, 5, None);
-        a.set_kernel_degraded(false);
-        let mut m = Mirror::default();
-        m.insert(a);
+        let mut m = mirror_6_1(false);
         // The completion is seen before the end-write (the repair takes the write as
         // successful: the array was whole at the last look), then the end-write says failed.
         let [q, s, e, c] = write_events(20, 2, false);
