@@ -92,9 +92,11 @@ pub struct MirrorArray {
     /// End-writes applied at bio completion because their event was lost, by range, with the
     /// `success` each was applied with (see [`repair_success`](Self::repair_success)).
     repaired: HashMap<(u64, u64), VecDeque<bool>>,
-    /// The `success` argument of the array's last end-write event (kernels before the 6.14
-    /// rework), for repairs of lost ones.
-    last_end_write_success: Option<bool>,
+    /// The `success` argument (kernels before the 6.14 rework) of the array's last end-write
+    /// event made while `mddev->degraded` was set, for repairs of lost ones; `None` once the
+    /// array is whole again, and from the start of a sync run (see
+    /// [`repair_success`](Self::repair_success)).
+    degraded_success: Option<bool>,
     /// Feed health.
     pub health: FeedHealth,
     /// Monotonic ns of the last reconciliation.
@@ -144,7 +146,7 @@ impl MirrorArray {
             pending_writes: HashMap::new(),
             pending_bios: HashMap::new(),
             repaired: HashMap::new(),
-            last_end_write_success: None,
+            degraded_success: None,
             health: FeedHealth::default(),
             last_reconcile_ns: None,
             last_bitmap_event_ns: 0,
@@ -303,6 +305,9 @@ impl MirrorArray {
     pub fn set_kernel_degraded(&mut self, degraded: bool) {
         self.kernel_degraded = Some(degraded);
         self.failed_end_write = false;
+        if !degraded {
+            self.degraded_success = None;
+        }
     }
 
     /// Takes the array's sysfs state from a rescan.
@@ -402,14 +407,16 @@ impl MirrorArray {
         // 6.1, md_start_sync() on 6.7+: `if (spares) md_bitmap_write_all()`), which the next
         // unplug or daemon pass writes out. No probe sees that call; the run's first sync call
         // (md_bitmap_cond_end_sync() or md_bitmap_start_sync() from the personality's
-        // sync_request) does.
+        // sync_request) does. End-sync calls do not start a run: md_bitmap_close_sync() makes
+        // one per chunk after its own event.
         match &ev.kind {
-            EventKind::StartSync { .. }
-            | EventKind::CondEndSync { .. }
-            | EventKind::EndSync { .. } => {
-                if !self.sync_run && degraded {
-                    bm.write_all();
-                    self.recovery_write_alls += 1;
+            EventKind::StartSync { .. } | EventKind::CondEndSync { .. } => {
+                if !self.sync_run {
+                    if degraded {
+                        bm.write_all();
+                        self.recovery_write_alls += 1;
+                    }
+                    self.degraded_success = None;
                 }
                 self.sync_run = true;
             }
@@ -466,7 +473,7 @@ impl MirrorArray {
                     self.repaired.remove(&key);
                 }
                 if let Some(s) = success {
-                    self.last_end_write_success = Some(*s);
+                    self.degraded_success = at_call.unwrap_or(degraded).then_some(*s);
                 }
                 if let Some(assumed) = repaired_as {
                     // The late real end-write of one that was repaired at bio completion. A
@@ -560,12 +567,15 @@ impl MirrorArray {
     /// `!STRIPE_DEGRADED` (raid4/5/6): false when a member the write should have reached is
     /// missing or faulty, or the write failed on one (`raid1_write_request()`,
     /// `handle_write_finished()`), and 6.1's `md_bitmap_endwrite()` then sets NEEDED, so the
-    /// chunk keeps its bit until a resync. On a whole array that is true; on a degraded one it
-    /// is what md passed for the array's other writes (the last end-write seen): false while a
-    /// member is missing, true during a recovery, whose member already takes the writes while
-    /// `mddev->degraded` still counts it. Taking true on a degraded array cleared bits md kept.
+    /// chunk keeps its bit until a resync. On a whole array that is true. On a degraded one it
+    /// is what md passed the array's last write made while degraded, since the array was whole
+    /// or a sync run began; with none such, true during a sync run (a recovery: its member
+    /// already takes the writes while `mddev->degraded` still counts it), false otherwise (a
+    /// member missing or faulty; also the write whose failure made the array degraded, whose
+    /// end-write md makes after `md_error()`). Taking true on a degraded array cleared bits md
+    /// kept.
     fn repair_success(&self, degraded: bool) -> bool {
-        !degraded || self.last_end_write_success.unwrap_or(false)
+        !degraded || self.degraded_success.unwrap_or(self.sync_run)
     }
 
     /// md ends a write's bitmap accounting just before it completes the array bio. On raid1 and
@@ -1694,5 +1704,75 @@ pub(crate) mod tests {
         let mut a = MirrorArray::new(info());
         a.seed(KernelVariant::V6_1, geo, &[], 5, 5, Some(&k));
         assert!(a.bitmap.as_ref().unwrap().allclean());
+    }
+
+    #[test]
+    fn the_write_whose_failure_degrades_the_array_is_repaired_as_failed() {
+        // The array was whole: md passed success for its writes.
+        let mut m = mirror_6_1(false);
+        for e in write_events(10, 1, true) {
+            m.apply(&e);
+        }
+        // A write fails on a member: md_error() degrades the array, then md ends the write
+        // with success = 0, and that end-write event is lost.
+        m.arrays.get_mut("md0").unwrap().set_kernel_degraded(true);
+        let [q, s, _, c] = write_events(20, 2, false);
+        for e in [q, s, c] {
+            m.apply(&e);
+        }
+        let a = &m.arrays["md0"];
+        assert_eq!(a.health.repaired_end_writes, 1);
+        assert!(a.bitmap.as_ref().unwrap().counter(2).needed());
+    }
+
+    #[test]
+    fn a_lost_end_write_during_a_recovery_is_repaired_as_successful() {
+        let mut m = mirror_6_1(true);
+        for e in write_events(10, 1, false) {
+            m.apply(&e);
+        }
+        // The re-added member's recovery starts (md_do_sync()'s first cond-end-sync): md's
+        // writes reach it, so md passes success although mddev->degraded still counts it.
+        let sync = EventKind::CondEndSync {
+            owner: 0xb17,
+            sector: 0,
+            force: false,
+        };
+        m.apply(&ev(15, 1, sync));
+        let [q, s, _, c] = write_events(20, 2, false);
+        for e in [q, s, c] {
+            m.apply(&e);
+        }
+        let bm = m.arrays["md0"].bitmap.as_ref().unwrap();
+        assert!(
+            bm.counter(1).needed(),
+            "written while the member was missing"
+        );
+        assert_eq!(bm.counter(2).raw(), 2, "written during the recovery");
+    }
+
+    #[test]
+    fn close_syncs_own_end_syncs_do_not_start_a_sync_run() {
+        let mut m = mirror_6_1(true);
+        let sync = |t, kind| ev(t, 1, kind);
+        m.apply(&sync(
+            1,
+            EventKind::StartSync {
+                owner: 0xb17,
+                offset: 0,
+                degraded: false,
+            },
+        ));
+        assert!(m.arrays["md0"].sync_run);
+        m.apply(&sync(2, EventKind::CloseSync { owner: 0xb17 }));
+        m.apply(&sync(
+            3,
+            EventKind::EndSync {
+                owner: 0xb17,
+                offset: 0,
+            },
+        ));
+        assert!(!m.arrays["md0"].sync_run);
+        assert_eq!(m.arrays["md0"].recovery_write_alls, 1);
     }
 }
