@@ -45,17 +45,13 @@ fn script(disks: &[String]) -> String {
         let mut members: Vec<String> = (first..first + n)
             .map(|i| format!("/dev/mapper/d{i}"))
             .collect();
-        let mut a = ArraySpec::new(*level, *n)
+        let missing = degraded(layout);
+        let mut a = ArraySpec::new(*level, n + missing as usize)
             .name(name)
             .delay_secs(1)
             .bitmap_chunk_kib(64);
-        if degraded(layout) {
+        if missing {
             members.push("missing".into());
-            a = ArraySpec::new(*level, n + 1)
-                .name(name)
-                .delay_secs(1)
-                .bitmap_chunk_kib(64)
-                .assume_clean(true);
         } else if !layout.is_empty() {
             a = a.layout(layout).chunk_kib(64);
         }

@@ -25,6 +25,11 @@ pub const REPORT_CHUNKS: usize = 8;
 /// Events listed per drifting chunk.
 pub const REPORT_EVENTS: usize = 24;
 
+/// The first and last chunk of `len` sectors (at least one) at `off`.
+fn chunk_span(off: u64, len: u64, chunk_sectors: u64) -> (u64, u64) {
+    (off / chunk_sectors, (off + len.max(1) - 1) / chunk_sectors)
+}
+
 /// The last [`HISTORY`] bitmap events and [`SYNC_HISTORY`] sync calls of an array.
 #[derive(Default)]
 pub struct History {
@@ -73,10 +78,7 @@ impl History {
                 }
                 | EventKind::EndWrite {
                     offset, sectors, ..
-                } => Some((
-                    offset / chunk_sectors,
-                    (offset + (*sectors).max(1) - 1) / chunk_sectors,
-                )),
+                } => Some(chunk_span(*offset, *sectors, chunk_sectors)),
                 _ => None,
             })
             .collect()
@@ -86,8 +88,7 @@ impl History {
     /// unplugs, superblock updates, close-sync), latest last, at most `n`.
     pub fn touching(&self, chunk: u64, chunk_sectors: u64, n: usize) -> Vec<&FeedEvent> {
         let on = |off: u64, len: u64| {
-            let first = off / chunk_sectors;
-            let last = (off + len.max(1) - 1) / chunk_sectors;
+            let (first, last) = chunk_span(off, len, chunk_sectors);
             (first..=last).contains(&chunk)
         };
         let mut all: Vec<&FeedEvent> = self.events.iter().chain(&self.syncs).collect();

@@ -590,21 +590,28 @@ impl MirrorArray {
         }
         let pending = self.pending_writes.get(&key).map_or(0, VecDeque::len);
         let in_flight = self.pending_bios.get(&key).map_or(0, VecDeque::len);
-        let success = self.repair_success(degraded);
-        if pending > in_flight
-            && let Some(bm) = self.bitmap.as_mut()
-        {
-            pop(&mut self.pending_writes, key);
-            bm.end_write(key.0, key.1, success, false, degraded);
-            self.repaired.entry(key).or_default().push_back(success);
-            self.health.repaired_end_writes += 1;
-            tracing::debug!(
-                "{}: end-write {}+{} lost, applied at its bio's completion (success={success}, degraded={degraded})",
-                self.info.name,
-                key.0,
-                key.1
-            );
+        if pending > in_flight {
+            self.repair_end_write(key, degraded);
         }
+    }
+
+    /// Applies the lost end-write of a pending start-write of range `key` with
+    /// [`repair_success`](Self::repair_success), and counts the repair.
+    fn repair_end_write(&mut self, key: (u64, u64), degraded: bool) {
+        let success = self.repair_success(degraded);
+        let Some(bm) = self.bitmap.as_mut() else {
+            return;
+        };
+        pop(&mut self.pending_writes, key);
+        bm.end_write(key.0, key.1, success, false, degraded);
+        self.repaired.entry(key).or_default().push_back(success);
+        self.health.repaired_end_writes += 1;
+        tracing::debug!(
+            "{}: end-write {}+{} lost, applied at its bio's completion (success={success}, degraded={degraded})",
+            self.info.name,
+            key.0,
+            key.1
+        );
     }
 
     /// raid4/5/6: every start-write md made for an array bio is over shortly after the bio
@@ -639,7 +646,6 @@ impl MirrorArray {
     /// [`repair_missed_parity_end_writes`](Self::repair_missed_parity_end_writes)).
     pub fn settle(&mut self, now_ns: u64) {
         let degraded = self.degraded();
-        let success = self.repair_success(degraded);
         while self
             .due_repairs
             .front()
@@ -649,13 +655,8 @@ impl MirrorArray {
             for key in keys {
                 let pending = self.pending_writes.get(&key).map_or(0, VecDeque::len);
                 let linked = self.linked_bios.get(&key).copied().unwrap_or(0) as usize;
-                if pending > linked
-                    && let Some(bm) = self.bitmap.as_mut()
-                {
-                    pop(&mut self.pending_writes, key);
-                    bm.end_write(key.0, key.1, success, false, degraded);
-                    self.repaired.entry(key).or_default().push_back(success);
-                    self.health.repaired_end_writes += 1;
+                if pending > linked {
+                    self.repair_end_write(key, degraded);
                 }
             }
         }
