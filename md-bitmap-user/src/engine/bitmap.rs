@@ -1794,6 +1794,16 @@ impl Bitmap {
         ));
     }
 
+    /// Like [`prefetch_chunk`](Self::prefetch_chunk) but returns what it read (for a caller
+    /// that touches several chunks before using any: their loads then overlap).
+    #[inline(always)]
+    pub fn touch_chunk(&self, chunk: u64) -> u64 {
+        let w = (chunk.wrapping_add(self.sb_bits) >> 6) as usize;
+        u64::from(self.counters.get(chunk as usize).copied().unwrap_or(0))
+            ^ self.bits[CACHED].get(w).copied().unwrap_or(0)
+            ^ self.bits[DISK].get(w).copied().unwrap_or(0)
+    }
+
     /// The counter of `chunk` (0 past the last counter page). Chunks in
     /// `chunks..counter_pages × 2048` exist in the kernel too.
     #[inline]

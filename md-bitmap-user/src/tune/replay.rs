@@ -489,324 +489,415 @@ impl DirtyTimeline {
 /// returns NULL and the loop ends; ruled out when every call lies inside the bitmap's chunks).
 /// Otherwise every call goes to the engine as recorded.
 pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Result<SizeResult> {
-    let geo = BitmapGeometry::new(chunk_bytes, input.sync_sectors)
-        .map_err(|e| anyhow::anyhow!("chunk size {chunk_bytes}: {e:?}"))?;
-    let shift = geo.chunkshift();
-    let recorded = opts.daemon == DaemonMode::Recorded && input.has_daemon_events();
-    // Engine time: jiffies with recorded wake-ups, else nanoseconds.
-    let (sleep, hz) = match (recorded, input.sleep_jiffies, input.hz) {
-        (true, Some(s), Some(hz)) => (s, hz),
-        _ => (input.sleep_ns, 1_000_000_000),
-    };
-    let (t0, t_end) = input.span_ns;
-    // Jiffies at ns `t`, from the nearest earlier recorded wake-up (the first one before it).
-    let first = input.steps.iter().find_map(|s| match s.1 {
-        Step::Daemon { jiffies } => Some((s.0, jiffies)),
-        _ => None,
-    });
-    let mut ref_pt: Option<(u64, u64)> = first;
-    let to_time = |t: u64, r: Option<(u64, u64)>| -> u64 {
-        let Some((rt, rj)) = r else { return t };
-        let j = |d: u64| (d as u128 * u128::from(hz) / 1_000_000_000) as u64;
+    let mut run = SizeRun::new(input, chunk_bytes, opts)?;
+    let steps = &input.steps[..];
+    let calls = &input.calls[..];
+    for (i, &(t, step)) in steps.iter().enumerate() {
+        if run.prefetch && i % LOOKAHEAD == 0 {
+            run.prefetch_group(steps, calls, i);
+        }
+        run.step(t, step, calls);
+    }
+    Ok(run.finish(opts))
+}
+
+/// Steps whose first chunks are touched together, a group ahead (see
+/// [`SizeRun::prefetch_group`]): the counters of random writes are cache misses (the 4 KiB-chunk
+/// bitmap of a large array has tens of MiB of counters). Only start-writes: an end-write finds
+/// its counter where its start-write (a latency earlier) left it, mostly still cached. Small
+/// bitmaps stay in cache and skip it.
+const LOOKAHEAD: usize = 16;
+
+/// One chunk size's replay: its engine and the replay's state around it.
+struct SizeRun<'a> {
+    input: &'a ReplayInput,
+    chunk_bytes: u64,
+    geo: BitmapGeometry,
+    shift: u32,
+    chunks: u64,
+    bm: Bitmap,
+    /// Recorded wake-ups drive the daemon (engine time in jiffies), else modelled ones (ns).
+    recorded: bool,
+    hz: u64,
+    /// The latest recorded wake-up `(ns, jiffies)`: jiffies at other instants count from it.
+    ref_pt: Option<(u64, u64)>,
+    timeline: DirtyTimeline,
+    /// `mddev->events` across superblock updates (see `Step::UpdateSb`).
+    events: u64,
+    in_sync: bool,
+    can_decrease_events: bool,
+    bits_set: u64,
+    max_alloc: u64,
+    /// When the md thread last went to sleep (ns; its timeout counts from there), and whether
+    /// it is in a run (between a recorded daemon call and its recorded run end).
+    last_wake: u64,
+    running: bool,
+    /// The chunk size in use: the recorded wake-ups are all the thread's (see the module doc).
+    timer_from_trace: bool,
+    slack: u64,
+    /// Whether calls may be split into single chunks (see [`replay`]).
+    split: bool,
+    /// When the md thread's timer next fires (ns): `daemon_sleep` (+ slack) after its last
+    /// wake-up while the daemon has left a timeout (`thread->timeout`, see
+    /// `Bitmap::daemon_timeout`), never while the bitmap is all clean. Both inputs change only
+    /// at a wake-up (`last_wake`) or a `daemon_work()` call, after which it is recomputed; so
+    /// each step compares one number instead of re-deriving it.
+    next_timer: u64,
+    /// Whether `unplug()` can write anything: it writes the file pages marked DIRTY or
+    /// NEEDWRITE and returns at once, changing nothing, when there are none
+    /// (`md_bitmap_unplug()` / `bitmap_unplug()` skip pages that have neither). DIRTY comes
+    /// only from start-write's `case 0:` (`md_bitmap_file_set_bit()`), NEEDWRITE only from a
+    /// daemon pass (PENDING → NEEDWRITE, and page 0 for `need_sync`); unplug clears both on
+    /// every page. So an unplug is skipped only when no start-write since the last one saw a
+    /// clean counter and no daemon pass ran since: it would have been a no-op.
+    unplug_due: bool,
+    /// Touch the chunks of coming start-writes ahead ([`SizeRun::prefetch_group`]).
+    prefetch: bool,
+}
+
+impl<'a> SizeRun<'a> {
+    fn new(input: &'a ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Result<Self> {
+        let geo = BitmapGeometry::new(chunk_bytes, input.sync_sectors)
+            .map_err(|e| anyhow::anyhow!("chunk size {chunk_bytes}: {e:?}"))?;
+        let shift = geo.chunkshift();
+        let recorded = opts.daemon == DaemonMode::Recorded && input.has_daemon_events();
+        // Engine time: jiffies with recorded wake-ups, else nanoseconds.
+        let (sleep, hz) = match (recorded, input.sleep_jiffies, input.hz) {
+            (true, Some(s), Some(hz)) => (s, hz),
+            _ => (input.sleep_ns, 1_000_000_000),
+        };
+        let t0 = input.span_ns.0;
+        // Jiffies at ns `t` count from the nearest earlier recorded wake-up (the first one
+        // before it).
+        let first = input.steps.iter().find_map(|s| match s.1 {
+            Step::Daemon { jiffies } => Some((s.0, jiffies)),
+            _ => None,
+        });
+        // `daemon_lastrun` when recording started, if the recorder read it; else as if the
+        // first recorded wake-up found the daemon due.
+        let start_time = match (recorded, input.header.daemon_lastrun_jiffies, first) {
+            (true, Some(j), _) => j,
+            (true, None, Some((_, j))) => j.wrapping_sub(sleep),
+            _ => t0,
+        };
+        let mut bm = Bitmap::new(geo, BitmapConfig::new(input.variant, sleep), start_time);
+        let (ec, ev) = input.header.initial_events;
+        if !input.initial_dirty_sectors.is_empty() {
+            let mut bits = vec![0u8; geo.chunks().div_ceil(8) as usize];
+            for &(a, b) in &input.initial_dirty_sectors {
+                if b > a {
+                    for c in (a >> shift)..=((b - 1) >> shift) {
+                        bits[(c / 8) as usize] |= 1 << (c % 8);
+                    }
+                }
+            }
+            bm.seed_from_disk(&bits, ev, ec);
+        } else {
+            bm.set_events(ev.max(ec));
+        }
+        let chunks = geo.chunks();
+        let mut run = SizeRun {
+            input,
+            chunk_bytes,
+            geo,
+            shift,
+            chunks,
+            timeline: DirtyTimeline::new(t0, bm.disk_dirty_chunks()),
+            events: bm.events(),
+            in_sync: input
+                .header
+                .initial_array_state
+                .as_deref()
+                .is_none_or(|s| s == "clean"),
+            can_decrease_events: false,
+            bits_set: 0,
+            max_alloc: bm.allocated_pages(),
+            recorded,
+            hz,
+            ref_pt: first,
+            last_wake: t0,
+            running: false,
+            timer_from_trace: recorded && chunk_bytes == input.header.bitmap_chunk_bytes,
+            slack: if recorded { 100_000_000 } else { 0 },
+            split: input.max_calls_in_flight + 2 < u64::from(COUNTER_MAX)
+                && input.last_call_sector.is_none_or(|s| (s >> shift) < chunks),
+            next_timer: u64::MAX,
+            unplug_due: true,
+            prefetch: bm.counters().len() >= 1 << 17,
+            bm,
+        };
+        run.next_timer = run.timer_due();
+        Ok(run)
+    }
+
+    /// Jiffies at ns `t` (ns itself without recorded wake-ups).
+    fn to_time(&self, t: u64) -> u64 {
+        let Some((rt, rj)) = self.ref_pt else {
+            return t;
+        };
+        let j = |d: u64| (d as u128 * u128::from(self.hz) / 1_000_000_000) as u64;
         if t >= rt {
             rj.wrapping_add(j(t - rt))
         } else {
             rj.wrapping_sub(j(rt - t))
         }
-    };
-    // `daemon_lastrun` when recording started, if the recorder read it; else as if the first
-    // recorded wake-up found the daemon due.
-    let start_time = match (recorded, input.header.daemon_lastrun_jiffies, first) {
-        (true, Some(j), _) => j,
-        (true, None, Some((_, j))) => j.wrapping_sub(sleep),
-        _ => t0,
-    };
-    let mut bm = Bitmap::new(geo, BitmapConfig::new(input.variant, sleep), start_time);
-    if !input.initial_dirty_sectors.is_empty() {
-        let mut bits = vec![0u8; geo.chunks().div_ceil(8) as usize];
-        for &(a, b) in &input.initial_dirty_sectors {
-            if b > a {
-                for c in (a >> shift)..=((b - 1) >> shift) {
-                    bits[(c / 8) as usize] |= 1 << (c % 8);
-                }
-            }
-        }
-        let (ec, ev) = input.header.initial_events;
-        bm.seed_from_disk(&bits, ev, ec);
-    } else {
-        let (ec, ev) = input.header.initial_events;
-        bm.set_events(ev.max(ec));
-    }
-    let mut timeline = DirtyTimeline::new(t0, bm.disk_dirty_chunks());
-    // `mddev->events` across superblock updates (see `Step::UpdateSb` below).
-    let mut events = bm.events();
-    let mut in_sync = input
-        .header
-        .initial_array_state
-        .as_deref()
-        .is_none_or(|s| s == "clean");
-    let mut can_decrease_events = false;
-    let mut bits_set = 0u64;
-    let mut max_alloc = bm.allocated_pages();
-    // When the md thread last went to sleep (ns; its timeout counts from there), and whether it
-    // is in a run (between a recorded daemon call and its recorded run end).
-    let mut last_wake = t0;
-    let mut running = false;
-    // The chunk size in use: the recorded wake-ups are all the thread's (see the module doc).
-    let timer_from_trace = recorded && chunk_bytes == input.header.bitmap_chunk_bytes;
-    let slack = if recorded { 100_000_000 } else { 0 };
-    let chunks = geo.chunks();
-
-    macro_rules! after_write_pages {
-        ($t:expr) => {{
-            timeline.set($t, bm.disk_dirty_chunks());
-            max_alloc = max_alloc.max(bm.allocated_pages());
-        }};
     }
 
-    // Whether calls may be split into single chunks (see above).
-    let split = input.max_calls_in_flight + 2 < u64::from(COUNTER_MAX)
-        && input.last_call_sector.is_none_or(|s| (s >> shift) < chunks);
-
-    // When the md thread's timer next fires (ns): `daemon_sleep` (+ slack) after its last
-    // wake-up while the daemon has left a timeout (`thread->timeout`, see
-    // `Bitmap::daemon_timeout`), never while the bitmap is all clean. Both inputs change only
-    // at a wake-up (`last_wake`) or a `daemon_work()` call, after which it is recomputed; so
-    // each step compares one number instead of re-deriving it.
-    let timer_due = |bm: &Bitmap, last_wake: u64| -> u64 {
-        if bm.daemon_timeout().is_some() {
-            last_wake.saturating_add(input.sleep_ns + slack)
+    /// See [`SizeRun::next_timer`].
+    fn timer_due(&self) -> u64 {
+        if self.bm.daemon_timeout().is_some() {
+            self.last_wake
+                .saturating_add(self.input.sleep_ns + self.slack)
         } else {
             u64::MAX
         }
-    };
-    let mut next_timer = timer_due(&bm, last_wake);
+    }
 
-    // Whether `unplug()` can write anything: it writes the file pages marked DIRTY or
-    // NEEDWRITE and returns at once, changing nothing, when there are none
-    // (`md_bitmap_unplug()` / `bitmap_unplug()` skip pages that have neither). DIRTY comes
-    // only from start-write's `case 0:` (`md_bitmap_file_set_bit()`), NEEDWRITE only from a
-    // daemon pass (PENDING → NEEDWRITE, and page 0 for `need_sync`); unplug clears both on
-    // every page. So an unplug is skipped only when no start-write since the last one saw a
-    // clean counter and no daemon pass ran since: it would have been a no-op.
-    let mut unplug_due = true;
+    /// After the engine wrote bitmap pages at `t`.
+    #[inline]
+    fn after_write_pages(&mut self, t: u64) {
+        self.timeline.set(t, self.bm.disk_dirty_chunks());
+        self.max_alloc = self.max_alloc.max(self.bm.allocated_pages());
+    }
 
-    // Steps ahead whose first chunk is prefetched: the counters of random writes are cache
-    // misses (the 4 KiB-chunk bitmap of a large array has tens of MiB of counters). Only
-    // start-writes: an end-write finds its counter where its start-write (a latency earlier)
-    // left it, mostly still cached. Small bitmaps stay in cache and skip it.
-    const LOOKAHEAD: usize = 16;
-    let prefetch = bm.counters().len() >= 1 << 17;
-    let steps = &input.steps[..];
-    let calls = &input.calls[..];
-    for (i, &(t, step)) in steps.iter().enumerate() {
-        if prefetch
-            && let Some(&(_, Step::Start { a, .. })) = steps.get(i + LOOKAHEAD)
-            && let Some(&(off, _)) = calls.get(a as usize)
-        {
-            bm.prefetch_chunk(off >> shift);
+    /// A call of `daemon_work()` at engine time `now` (ns `t`).
+    #[inline]
+    fn daemon(&mut self, now: u64, t: u64) {
+        let out = self.bm.daemon_work(now);
+        if let Some(p) = out.pass() {
+            self.unplug_due = true;
+            if p.pages_written > 0 {
+                self.after_write_pages(t);
+            }
         }
+        self.next_timer = self.timer_due();
+    }
+
+    /// Touches the first chunk of each start-write among the [`LOOKAHEAD`] steps that follow the
+    /// next [`LOOKAHEAD`] (`i + LOOKAHEAD .. i + 2 × LOOKAHEAD`), all before using any: the
+    /// loads are independent, so their cache misses overlap with each other, where one touch per
+    /// step held up every step on its own miss.
+    #[inline(never)]
+    fn prefetch_group(&self, steps: &[(u64, Step)], calls: &[(u64, u32)], i: usize) {
+        let ahead = steps.get(i + LOOKAHEAD..i + 2 * LOOKAHEAD).unwrap_or(&[]);
+        let mut touched = [0u64; LOOKAHEAD];
+        for (k, s) in ahead.iter().enumerate() {
+            if let (_, Step::Start { a, .. }) = *s
+                && let Some(&(off, _)) = calls.get(a as usize)
+            {
+                touched[k] = self.bm.touch_chunk(off >> self.shift);
+            }
+        }
+        std::hint::black_box(touched);
+    }
+
+    /// Replays one step at ns `t`.
+    #[inline(always)]
+    fn step(&mut self, t: u64, step: Step, calls: &[(u64, u32)]) {
         // Timer wake-ups of the md thread due before this step.
         // No timer fires while the thread is in a run (it sleeps from the run's end), nor for
         // the chunk size in use with recorded wake-ups (see `timer_from_trace`).
-        while !timer_from_trace && !running && next_timer <= t {
-            let due = next_timer;
-            let now = if recorded {
-                let j = to_time(due, ref_pt);
-                // A timer wake-up comes when the daemon is due (the thread's timeout is
-                // `daemon_sleep` from its last run).
-                if crate::engine::time_before(j, bm.next_daemon_due()) {
-                    bm.next_daemon_due()
-                } else {
-                    j
-                }
-            } else {
-                due
-            };
-            last_wake = due;
-            let out = bm.daemon_work(now);
-            if let Some(p) = out.pass() {
-                unplug_due = true;
-                if p.pages_written > 0 {
-                    after_write_pages!(due);
-                }
-            }
-            next_timer = timer_due(&bm, last_wake);
+        while !self.timer_from_trace && !self.running && self.next_timer <= t {
+            self.timer_fires();
         }
         match step {
-            Step::Start { a, b } => {
-                if !recorded {
-                    // The write wakes the md thread (modelled mode).
-                    last_wake = t;
-                    let out = bm.daemon_work(t);
-                    if let Some(p) = out.pass() {
-                        unplug_due = true;
-                        if p.pages_written > 0 {
-                            after_write_pages!(t);
-                        }
-                    }
-                    next_timer = timer_due(&bm, last_wake);
-                }
-                // The file pages whose bits this step's start-writes set lie in
-                // `dirty_pages` (between the pages of the first and last chunk of the calls
-                // that set any).
-                let mut dirty_pages: Option<(u64, u64)> = None;
-                if split {
-                    for &(off, n) in &calls[a as usize..b as usize] {
-                        if n == 0 {
-                            continue; // no chunk: the kernel's loop does nothing
-                        }
-                        // Chunk by chunk (a call inside one chunk is one step of the loop
-                        // whatever its offset and length).
-                        let (lo, hi) = (off >> shift, (off + u64::from(n) - 1) >> shift);
-                        let set = bm.start_write_chunks(lo, hi);
-                        if set > 0 {
-                            bits_set += set;
-                            let (p, q) = (bm.file_page_of_chunk(lo), bm.file_page_of_chunk(hi));
-                            dirty_pages =
-                                Some(dirty_pages.map_or((p, q), |(a, b)| (a.min(p), b.max(q))));
-                        }
-                    }
-                } else {
-                    for &(off, n) in &calls[a as usize..b as usize] {
-                        let n = u64::from(n);
-                        if n > 0 {
-                            let lo = off >> shift;
-                            let hi = ((off + n - 1) >> shift).min(chunks.saturating_sub(1));
-                            for c in lo..=hi {
-                                bits_set += u64::from(bm.counter(c).raw() == 0);
-                            }
-                        }
-                        bm.start_write(off, n, false);
-                    }
-                    // Chunks past `chunks` (in the last counter page) can set bits too.
-                    unplug_due = true;
-                }
-                if !input.has_unplug {
-                    // Unplug right after the start-writes (see `unplug_due`). Without
-                    // recorded unplugs every step ends with one, so no page is DIRTY when a
-                    // step begins and the only DIRTY pages are this step's: when they are one
-                    // page, the engine writes it without scanning every page's attributes.
-                    let written = match dirty_pages {
-                        _ if unplug_due => bm.unplug(),
-                        Some((p, q)) if p == q => bm.unplug_one_page(p),
-                        Some(_) => bm.unplug(),
-                        None => 0,
-                    };
-                    unplug_due = false;
-                    if written > 0 {
-                        after_write_pages!(t);
-                    }
-                } else {
-                    unplug_due |= dirty_pages.is_some();
-                }
-            }
+            Step::Start { a, b } => self.start(t, &calls[a as usize..b as usize]),
             Step::Unplug => {
-                if unplug_due {
-                    unplug_due = false;
-                    if bm.unplug() > 0 {
-                        after_write_pages!(t);
+                if self.unplug_due {
+                    self.unplug_due = false;
+                    if self.bm.unplug() > 0 {
+                        self.after_write_pages(t);
                     }
                 }
             }
             Step::End { a, b } => {
-                if split {
-                    for &(off, n) in &calls[a as usize..b as usize] {
+                let calls = &calls[a as usize..b as usize];
+                if self.split {
+                    for &(off, n) in calls {
                         if n == 0 {
                             continue;
                         }
-                        let (lo, hi) = (off >> shift, (off + u64::from(n) - 1) >> shift);
-                        bm.end_write_chunks(lo, hi);
+                        let (lo, hi) = (off >> self.shift, (off + u64::from(n) - 1) >> self.shift);
+                        self.bm.end_write_chunks(lo, hi);
                     }
                 } else {
-                    for &(off, n) in &calls[a as usize..b as usize] {
-                        bm.end_write(off, u64::from(n), true, false, false);
+                    for &(off, n) in calls {
+                        self.bm.end_write(off, u64::from(n), true, false, false);
                     }
                 }
             }
             Step::Daemon { jiffies } => {
-                if recorded {
-                    ref_pt = Some((t, jiffies));
-                    if input.has_thread_sleep {
-                        running = true;
+                if self.recorded {
+                    self.ref_pt = Some((t, jiffies));
+                    if self.input.has_thread_sleep {
+                        self.running = true;
                     } else {
-                        last_wake = t;
+                        self.last_wake = t;
                     }
-                    let out = bm.daemon_work(jiffies);
-                    if let Some(p) = out.pass() {
-                        unplug_due = true;
-                        if p.pages_written > 0 {
-                            after_write_pages!(t);
-                        }
-                    }
-                    next_timer = timer_due(&bm, last_wake);
+                    self.daemon(jiffies, t);
                 }
             }
             Step::ThreadSleep => {
-                if recorded {
-                    running = false;
-                    last_wake = t;
-                    next_timer = timer_due(&bm, last_wake);
+                if self.recorded {
+                    self.running = false;
+                    self.last_wake = t;
+                    self.next_timer = self.timer_due();
                 }
             }
-            Step::UpdateSb => {
-                // md_update_sb() around a recorded bitmap superblock update: under a write
-                // workload these are the clean <-> dirty transitions (md_write_start() and
-                // the safe-mode timer), where `mddev->events` goes up on the way to dirty and
-                // back down on the way to clean when it may (`can_decrease_events`).
-                if in_sync {
-                    events += 1;
-                    can_decrease_events = true;
-                } else if can_decrease_events && events != 1 {
-                    events -= 1;
-                    can_decrease_events = false;
-                } else {
-                    events += 1;
-                    can_decrease_events = true;
-                }
-                in_sync = !in_sync;
-                bm.set_events(events);
-                bm.update_sb();
-                after_write_pages!(t);
-            }
+            Step::UpdateSb => self.update_sb(t),
         }
     }
-    let writes = bm.page_writes();
-    let span_s = (t_end.saturating_sub(t0) as f64 / 1e9).max(1e-9);
-    let (mean_c, p99_c, max_c) = timeline.finish(t_end);
-    let memory_static = static_memory(&geo);
-    let cb = chunk_bytes as f64;
-    Ok(SizeResult {
-        chunk_bytes,
-        in_use: chunk_bytes == input.header.bitmap_chunk_bytes,
-        chunks,
-        bits_set,
-        sync_waits: writes.unplug_batches,
-        page_writes: writes.bit_traffic(),
-        page_writes_total: writes.total(),
-        page_writes_per_sec: writes.total() as f64 / span_s,
-        dirty_mean_bytes: mean_c * cb,
-        dirty_p99_bytes: p99_c * chunk_bytes,
-        dirty_max_bytes: max_c * chunk_bytes,
-        resync_mean_bytes: mean_c * cb,
-        resync_max_bytes: max_c * chunk_bytes,
-        resync_mean_secs: mean_c * cb / opts.resync_bytes_per_sec,
-        resync_max_secs: (max_c * chunk_bytes) as f64 / opts.resync_bytes_per_sec,
-        memory_static_bytes: memory_static,
-        memory_peak_bytes: memory_static + max_alloc * KERNEL_PAGE_SIZE,
-        daemon_passes: bm.daemon_passes(),
-        end_dirty: bm
-            .disk_dirty_ranges()
-            .into_iter()
-            .map(|r| (r.start, r.end))
-            .collect(),
-        anomalies: {
-            let a = bm.anomalies();
-            a.end_write_underflow
-                + a.end_write_unallocated
-                + a.beyond_last_page
-                + a.beyond_chunks
-                + a.behind_underflow
-        },
-    })
+
+    /// The md thread's timer fires (at `next_timer`).
+    #[inline(never)]
+    fn timer_fires(&mut self) {
+        let due = self.next_timer;
+        let now = if self.recorded {
+            let j = self.to_time(due);
+            // A timer wake-up comes when the daemon is due (the thread's timeout is
+            // `daemon_sleep` from its last run).
+            let next = self.bm.next_daemon_due();
+            if crate::engine::time_before(j, next) {
+                next
+            } else {
+                j
+            }
+        } else {
+            due
+        };
+        self.last_wake = due;
+        self.daemon(now, due);
+    }
+
+    /// A write's start-writes at ns `t`, then its unplug if the trace records none.
+    #[inline(always)]
+    fn start(&mut self, t: u64, calls: &[(u64, u32)]) {
+        if !self.recorded {
+            // The write wakes the md thread (modelled mode).
+            self.last_wake = t;
+            self.daemon(t, t);
+        }
+        // The file pages whose bits this step's start-writes set lie in `dirty_pages`
+        // (between the pages of the first and last chunk of the calls that set any).
+        let mut dirty_pages: Option<(u64, u64)> = None;
+        let shift = self.shift;
+        if self.split {
+            for &(off, n) in calls {
+                if n == 0 {
+                    continue; // no chunk: the kernel's loop does nothing
+                }
+                // Chunk by chunk (a call inside one chunk is one step of the loop whatever
+                // its offset and length).
+                let (lo, hi) = (off >> shift, (off + u64::from(n) - 1) >> shift);
+                let set = self.bm.start_write_chunks(lo, hi);
+                if set > 0 {
+                    self.bits_set += set;
+                    let (p, q) = (
+                        self.bm.file_page_of_chunk(lo),
+                        self.bm.file_page_of_chunk(hi),
+                    );
+                    dirty_pages = Some(dirty_pages.map_or((p, q), |(a, b)| (a.min(p), b.max(q))));
+                }
+            }
+        } else {
+            for &(off, n) in calls {
+                let n = u64::from(n);
+                if n > 0 {
+                    let lo = off >> shift;
+                    let hi = ((off + n - 1) >> shift).min(self.chunks.saturating_sub(1));
+                    for c in lo..=hi {
+                        self.bits_set += u64::from(self.bm.counter(c).raw() == 0);
+                    }
+                }
+                self.bm.start_write(off, n, false);
+            }
+            // Chunks past `chunks` (in the last counter page) can set bits too.
+            self.unplug_due = true;
+        }
+        if !self.input.has_unplug {
+            // Unplug right after the start-writes (see `unplug_due`). Without recorded
+            // unplugs every step ends with one, so no page is DIRTY when a step begins and
+            // the only DIRTY pages are this step's: when they are one page, the engine writes
+            // it without scanning every page's attributes.
+            let written = match dirty_pages {
+                _ if self.unplug_due => self.bm.unplug(),
+                Some((p, q)) if p == q => self.bm.unplug_one_page(p),
+                Some(_) => self.bm.unplug(),
+                None => 0,
+            };
+            self.unplug_due = false;
+            if written > 0 {
+                self.after_write_pages(t);
+            }
+        } else {
+            self.unplug_due |= dirty_pages.is_some();
+        }
+    }
+
+    /// md_update_sb() around a recorded bitmap superblock update: under a write workload
+    /// these are the clean <-> dirty transitions (md_write_start() and the safe-mode timer),
+    /// where `mddev->events` goes up on the way to dirty and back down on the way to clean
+    /// when it may (`can_decrease_events`).
+    #[inline(never)]
+    fn update_sb(&mut self, t: u64) {
+        if self.in_sync {
+            self.events += 1;
+            self.can_decrease_events = true;
+        } else if self.can_decrease_events && self.events != 1 {
+            self.events -= 1;
+            self.can_decrease_events = false;
+        } else {
+            self.events += 1;
+            self.can_decrease_events = true;
+        }
+        self.in_sync = !self.in_sync;
+        self.bm.set_events(self.events);
+        self.bm.update_sb();
+        self.after_write_pages(t);
+    }
+
+    /// The figures of the whole replay.
+    fn finish(self, opts: &ReplayOptions) -> SizeResult {
+        let (t0, t_end) = self.input.span_ns;
+        let chunk_bytes = self.chunk_bytes;
+        let bm = self.bm;
+        let writes = bm.page_writes();
+        let span_s = (t_end.saturating_sub(t0) as f64 / 1e9).max(1e-9);
+        let (mean_c, p99_c, max_c) = self.timeline.finish(t_end);
+        let memory_static = static_memory(&self.geo);
+        let cb = chunk_bytes as f64;
+        SizeResult {
+            chunk_bytes,
+            in_use: chunk_bytes == self.input.header.bitmap_chunk_bytes,
+            chunks: self.chunks,
+            bits_set: self.bits_set,
+            sync_waits: writes.unplug_batches,
+            page_writes: writes.bit_traffic(),
+            page_writes_total: writes.total(),
+            page_writes_per_sec: writes.total() as f64 / span_s,
+            dirty_mean_bytes: mean_c * cb,
+            dirty_p99_bytes: p99_c * chunk_bytes,
+            dirty_max_bytes: max_c * chunk_bytes,
+            resync_mean_bytes: mean_c * cb,
+            resync_max_bytes: max_c * chunk_bytes,
+            resync_mean_secs: mean_c * cb / opts.resync_bytes_per_sec,
+            resync_max_secs: (max_c * chunk_bytes) as f64 / opts.resync_bytes_per_sec,
+            memory_static_bytes: memory_static,
+            memory_peak_bytes: memory_static + self.max_alloc * KERNEL_PAGE_SIZE,
+            daemon_passes: bm.daemon_passes(),
+            end_dirty: bm
+                .disk_dirty_ranges()
+                .into_iter()
+                .map(|r| (r.start, r.end))
+                .collect(),
+            anomalies: {
+                let a = bm.anomalies();
+                a.end_write_underflow
+                    + a.end_write_unallocated
+                    + a.beyond_last_page
+                    + a.beyond_chunks
+                    + a.behind_underflow
+            },
+        }
+    }
 }
