@@ -531,7 +531,8 @@ impl Agent {
         if !self.backlog.is_empty() {
             self.read_kernel_degraded();
         }
-        let mut applied: Vec<(Option<String>, u64)> = Vec::with_capacity(self.backlog.len());
+        let mut applied: Vec<(Option<std::sync::Arc<str>>, u64)> =
+            Vec::with_capacity(self.backlog.len());
         while let Some(ev) = self.backlog.pop_front() {
             if let Some(w) = self.event_log.as_mut() {
                 let _ = serde_json::to_writer(&mut *w, &ev);

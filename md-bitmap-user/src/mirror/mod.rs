@@ -6,7 +6,12 @@
 pub mod drift;
 pub mod snapshot;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+// The mirror's maps are keyed by sectors and kernel addresses, looked up for every event:
+// foldhash (hashbrown's default hasher; randomly seeded per map) instead of SipHash.
+use foldhash::HashMap;
 
 use crate::engine::{Bitmap, BitmapConfig, BitmapGeometry, Counter, DaemonOutcome, KernelVariant};
 use crate::feed::record::{DevNum, EventKind};
@@ -143,17 +148,17 @@ impl MirrorArray {
             bitmap_addr: None,
             seed: None,
             seed_ts_ns: 0,
-            pending_writes: HashMap::new(),
-            pending_bios: HashMap::new(),
-            repaired: HashMap::new(),
+            pending_writes: HashMap::default(),
+            pending_bios: HashMap::default(),
+            repaired: HashMap::default(),
             degraded_success: None,
             health: FeedHealth::default(),
             last_reconcile_ns: None,
             last_bitmap_event_ns: 0,
             daemon_entry_ran: None,
-            last_queued_bio: HashMap::new(),
-            bio_starts: HashMap::new(),
-            linked_bios: HashMap::new(),
+            last_queued_bio: HashMap::default(),
+            bio_starts: HashMap::default(),
+            linked_bios: HashMap::default(),
             due_repairs: VecDeque::new(),
             // 1 µs to 1 h at 2 significant digits: a few KiB, fixed.
             lag_us: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2)
@@ -866,8 +871,8 @@ impl MirrorArray {
 pub struct Mirror {
     /// Arrays by name.
     pub arrays: BTreeMap<String, MirrorArray>,
-    by_addr: HashMap<u64, String>,
-    by_dev: HashMap<DevNum, String>,
+    by_addr: HashMap<u64, Arc<str>>,
+    by_dev: HashMap<DevNum, Arc<str>>,
     /// Bitmap events that matched no array.
     pub unrouted: u64,
 }
@@ -875,18 +880,18 @@ pub struct Mirror {
 impl Mirror {
     /// Adds or replaces an array, indexing its kernel addresses.
     pub fn insert(&mut self, a: MirrorArray) {
-        let name = a.info.name.clone();
+        let name: Arc<str> = a.info.name.as_str().into();
         self.by_dev.insert(a.info.dev, name.clone());
         for addr in [a.mddev, a.bitmap_addr].into_iter().flatten() {
             self.by_addr.insert(addr, name.clone());
         }
-        self.arrays.insert(name, a);
+        self.arrays.insert(a.info.name.clone(), a);
     }
 
     /// Removes an array (it stopped).
     pub fn remove(&mut self, name: &str) -> Option<MirrorArray> {
-        self.by_addr.retain(|_, n| n != name);
-        self.by_dev.retain(|_, n| n != name);
+        self.by_addr.retain(|_, n| &**n != name);
+        self.by_dev.retain(|_, n| &**n != name);
         self.arrays.remove(name)
     }
 
@@ -894,16 +899,16 @@ impl Mirror {
     /// (CLOCK_MONOTONIC).
     pub fn apply_at(&mut self, ev: &FeedEvent, applied_ns: u64) {
         if let Some(name) = self.apply(ev)
-            && let Some(a) = self.arrays.get_mut(&name)
+            && let Some(a) = self.arrays.get_mut(&*name)
         {
             a.record_lag(ev.ts_ns, applied_ns);
         }
     }
 
     /// Routes one event to its array and applies it; the array's name.
-    pub fn apply(&mut self, ev: &FeedEvent) -> Option<String> {
+    pub fn apply(&mut self, ev: &FeedEvent) -> Option<Arc<str>> {
         let name = self.route(ev);
-        match name.as_ref().and_then(|n| self.arrays.get_mut(n)) {
+        match name.as_ref().and_then(|n| self.arrays.get_mut(&**n)) {
             Some(a) => a.apply(ev),
             None => self.unrouted += 1,
         }
@@ -911,7 +916,7 @@ impl Mirror {
     }
 
     /// The array an event belongs to, if known.
-    pub fn route(&self, ev: &FeedEvent) -> Option<String> {
+    pub fn route(&self, ev: &FeedEvent) -> Option<Arc<str>> {
         match &ev.kind {
             EventKind::StartWrite { owner, .. }
             | EventKind::EndWrite { owner, .. }
@@ -923,13 +928,13 @@ impl Mirror {
             | EventKind::UpdateSb { owner, .. } => self.by_addr.get(owner).cloned().or_else(|| {
                 // Without kernel addresses, a single array takes every bitmap event.
                 (self.arrays.len() == 1 && self.by_addr.is_empty())
-                    .then(|| self.arrays.keys().next().cloned())
+                    .then(|| self.arrays.keys().next().map(|n| n.as_str().into()))
                     .flatten()
             }),
             EventKind::DaemonWork { mddev } | EventKind::DaemonDone { mddev, .. } => {
                 self.by_addr.get(mddev).cloned().or_else(|| {
                     (self.arrays.len() == 1 && self.by_addr.is_empty())
-                        .then(|| self.arrays.keys().next().cloned())
+                        .then(|| self.arrays.keys().next().map(|n| n.as_str().into()))
                         .flatten()
                 })
             }
