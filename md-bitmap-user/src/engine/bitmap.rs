@@ -1930,17 +1930,25 @@ impl Bitmap {
                 Some(_) if x == !0 => continue,
                 _ => {}
             }
+            // The in-range bits are bits 0..n of the word (the bitmap starts at a word
+            // boundary: `sb_bits` is 2048). From each run edge to the next: the next set bit
+            // outside a run, the next clear bit inside one.
             let lo = w as u64 * 64;
-            let n = u64::from(mask.count_ones());
-            for b in 0..n {
-                let set = x >> b & 1 != 0;
-                match (start, set) {
-                    (None, true) => start = Some(lo + b - self.sb_bits),
-                    (Some(s), false) => {
-                        out.push(s..lo + b - self.sb_bits);
-                        start = None;
-                    }
-                    _ => {}
+            let n = mask.count_ones();
+            let mut b = 0;
+            while b < n {
+                let edges = (if start.is_some() { !x } else { x }) >> b;
+                if edges == 0 {
+                    break;
+                }
+                b += edges.trailing_zeros();
+                if b >= n {
+                    break;
+                }
+                let at = lo + u64::from(b) - self.sb_bits;
+                match start.take() {
+                    None => start = Some(at),
+                    Some(s) => out.push(s..at),
                 }
             }
         }

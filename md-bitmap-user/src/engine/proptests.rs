@@ -395,6 +395,14 @@ impl Ref {
             bm.disk_bitmap_bytes(),
             pack(&self.disk[2048..], self.chunks)
         );
+        prop_assert_eq!(
+            bm.cached_dirty_ranges(),
+            runs(&self.cached[2048..], self.chunks)
+        );
+        prop_assert_eq!(
+            bm.disk_dirty_ranges(),
+            runs(&self.disk[2048..], self.chunks)
+        );
         for p in 0..self.file_pages {
             let a = bm.file_page_attrs(p);
             let pi = p as usize;
@@ -433,6 +441,20 @@ impl Ref {
         );
         Ok(())
     }
+}
+
+/// The runs of set bits among the first `chunks`, as half-open ranges, one bit at a time.
+fn runs(bits: &[bool], chunks: u64) -> Vec<std::ops::Range<u64>> {
+    let mut out: Vec<std::ops::Range<u64>> = Vec::new();
+    for c in 0..chunks {
+        if bits[c as usize] {
+            match out.last_mut() {
+                Some(r) if r.end == c => r.end = c + 1,
+                _ => out.push(c..c + 1),
+            }
+        }
+    }
+    out
 }
 
 /// The first `chunks` bits packed LSB-first, as the on-disk bit area.
