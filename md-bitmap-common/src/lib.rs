@@ -202,26 +202,11 @@ pub struct MdLayout {
 // SAFETY: `MdLayout` is `repr(C)`, `Copy`, nine u32 and no padding (4-byte alignment).
 unsafe impl aya::Pod for MdLayout {}
 
-/// Largest kernel read one [`PeekRequest`] can ask for (one page of bitmap counters).
+/// Largest kernel read one run of the `peek` program makes (one page of bitmap counters).
 pub const PEEK_MAX: usize = 4096;
 
-/// A request to copy kernel memory into the `PEEK_BUF` map, served by the `peek` program when the
-/// requesting process calls `getppid()`. md-bitmap uses it to read md's own bitmap counters as an
-/// oracle for the engine (structure offsets come from md_mod's BTF).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PeekRequest {
-    /// Only this process (tgid) is served.
-    pub tgid: u32,
-    /// Bytes to copy, at most [`PEEK_MAX`].
-    pub len: u32,
-    /// Kernel address to read.
-    pub addr: u64,
-    /// Sequence number, echoed in [`PeekReply::seq`].
-    pub seq: u64,
-}
-
-/// The `peek` program's answer.
+/// The `peek` program's answer, in the `PEEK_BUF` map. md-bitmap reads md's own bitmap counters
+/// with it, as an oracle for the engine (structure offsets come from md_mod's BTF).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct PeekReply {
@@ -234,10 +219,6 @@ pub struct PeekReply {
     /// The bytes read.
     pub data: [u8; PEEK_MAX],
 }
-
-#[cfg(feature = "user")]
-// SAFETY: `PeekRequest` is `repr(C)`, `Copy`, integers only, no padding (4 + 4 + 8 + 8 bytes).
-unsafe impl aya::Pod for PeekRequest {}
 
 #[cfg(feature = "user")]
 // SAFETY: `PeekReply` is `repr(C)`, `Copy`, integers and a byte array, no padding (8 + 8 + 8 + 4096).

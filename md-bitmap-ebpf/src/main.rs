@@ -12,16 +12,13 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_jiffies64, bpf_ktime_get_ns,
         bpf_probe_read_kernel as bpf_probe_read_kernel_t, generated::bpf_probe_read_kernel,
     },
-    macros::{btf_tracepoint, kprobe, kretprobe, map, raw_tracepoint, tracepoint},
+    macros::{btf_tracepoint, kprobe, kretprobe, map, raw_tracepoint},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
-    programs::{
-        BtfTracePointContext, ProbeContext, RawTracePointContext, RetProbeContext,
-        TracePointContext,
-    },
+    programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use md_bitmap_common::{
-    BioLayout, COUNTER_SLOTS, Counter, MdLayout, PEEK_MAX, PeekReply, PeekRequest, RING_BYTES,
-    Record, RecordKind,
+    BioLayout, COUNTER_SLOTS, Counter, MdLayout, PEEK_MAX, PeekReply, RING_BYTES, Record,
+    RecordKind,
 };
 
 /// Every event, in the order the kernel produced them on each CPU.
@@ -479,31 +476,24 @@ pub fn btf_bio_complete(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-/// The pending kernel-memory read (see [`PeekRequest`]).
-#[map]
-static PEEK_REQ: Array<PeekRequest> = Array::with_max_entries(1, 0);
-
 /// The answer to the last kernel-memory read.
 #[map]
 static PEEK_BUF: Array<PeekReply> = Array::with_max_entries(1, 0);
 
-/// Serves a [`PeekRequest`] when the requesting process calls `getppid()`: copies kernel memory
-/// (md's bitmap counters) for md-bitmap's oracle. Other processes' calls return at once.
-#[tracepoint]
-pub fn peek(_ctx: TracePointContext) -> u32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(req) = PEEK_REQ.get(0) else {
-        return 0;
-    };
-    if req.tgid != tgid || req.tgid == 0 {
-        return 0;
-    }
+/// Copies kernel memory (md's bitmap counters) for md-bitmap's oracle: arguments (kernel
+/// address, bytes, sequence number). Never attached: userspace runs it on demand with
+/// `BPF_PROG_TEST_RUN`, so it costs nothing to anyone else (where a syscall tracepoint, the
+/// trigger it had before, put every system call of every process on the tracing slow path).
+#[raw_tracepoint(tracepoint = "peek")]
+pub fn peek(ctx: RawTracePointContext) -> u32 {
+    let addr: u64 = ctx.arg(0);
+    let len: u64 = ctx.arg(1);
+    let seq: u64 = ctx.arg(2);
     let Some(reply) = PEEK_BUF.get_ptr_mut(0) else {
-        return 0;
+        return 1;
     };
-    let len = req.len as usize;
-    if len > PEEK_MAX {
-        return 0;
+    if len > PEEK_MAX as u64 {
+        return 1;
     }
     // SAFETY: `reply` points at this map's only value, PEEK_MAX bytes of `data`; `len` is checked
     // against PEEK_MAX above; bpf_probe_read_kernel tolerates any source address (it faults safely).
@@ -511,11 +501,11 @@ pub fn peek(_ctx: TracePointContext) -> u32 {
         let ret = bpf_probe_read_kernel(
             (*reply).data.as_mut_ptr().cast(),
             len as u32,
-            req.addr as *const core::ffi::c_void,
+            addr as *const core::ffi::c_void,
         );
         (*reply).ret = ret;
         (*reply).ts_ns = bpf_ktime_get_ns();
-        (*reply).seq = req.seq;
+        (*reply).seq = seq;
     }
     0
 }

@@ -246,7 +246,7 @@ impl Agent {
                 .unwrap_or_default()
         );
         let (kstate, kstate_error) =
-            match KernelStateReader::new(&syms).and_then(|r| feed.attach_peek().map(|_| r)) {
+            match KernelStateReader::new(&syms).and_then(|r| feed.load_peek().map(|_| r)) {
                 Ok(r) => (Some(r), None),
                 Err(e) => (None, Some(format!("{e:#}"))),
             };

@@ -188,7 +188,7 @@ fn run_kernel_state(args: &KernelStateArgs) -> Result<()> {
     let array = Sysfs::default().find_array(&args.array)?;
     let reader = md_bitmap::feed::kstate::KernelStateReader::new(&syms)?;
     let mut feed = Feed::load()?;
-    feed.attach_peek()?;
+    feed.load_peek()?;
     let mddev = reader.find_mddev(&mut feed, array.dev)?;
     let mut st = reader.read(&mut feed, mddev)?;
     // Runs of equal non-zero counters as [start, end, value], end exclusive.

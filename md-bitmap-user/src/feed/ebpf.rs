@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, anyhow, bail};
 use aya::Ebpf;
 use aya::maps::{Array as BpfArray, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{BtfTracePoint, KProbe, RawTracePoint, TracePoint};
-use md_bitmap_common::{BioLayout, Counter, MdLayout, PEEK_MAX, PeekReply, PeekRequest, Record};
+use aya::programs::{BtfTracePoint, KProbe, RawTracePoint, RawTracePointRunOptions, TestRun};
+use md_bitmap_common::{BioLayout, Counter, MdLayout, PEEK_MAX, PeekReply, Record};
 
 use super::record::DevNum;
 use super::symbols::BitmapAbi;
@@ -50,7 +50,7 @@ pub struct Feed {
     /// What got attached.
     pub attached: Attached,
     peek_seq: u64,
-    peek_attached: bool,
+    peek_loaded: bool,
     peek_ts_ns: u64,
     /// `struct bio` layout from vmlinux BTF, computed at load (also set into the BTF
     /// tracepoint programs' read-only globals); the error when it could not be.
@@ -109,7 +109,7 @@ impl Feed {
             ring: None,
             attached: Attached::default(),
             peek_seq: 0,
-            peek_attached: false,
+            peek_loaded: false,
             peek_ts_ns: 0,
             bio_layout,
             majors: BTreeMap::new(),
@@ -373,44 +373,42 @@ impl Feed {
         Ok(n)
     }
 
-    /// Attaches the kernel-memory reader (tracepoint `syscalls/sys_enter_getppid`, serving this
-    /// process only). Used by the kernel-state oracle, never by the live mirror.
-    pub fn attach_peek(&mut self) -> Result<()> {
-        if self.peek_attached {
+    /// Loads the kernel-memory reader (the `peek` program), which is never attached: [`Feed::peek`]
+    /// runs it on demand (`BPF_PROG_TEST_RUN`, kernel 5.10+), in this process only. Used by the
+    /// kernel-state oracle, never by the live mirror.
+    pub fn load_peek(&mut self) -> Result<()> {
+        if self.peek_loaded {
             return Ok(());
         }
-        let p: &mut TracePoint = self
+        let p: &mut RawTracePoint = self
             .ebpf
             .program_mut("peek")
             .context("eBPF program peek missing from the object")?
             .try_into()?;
         p.load().context("cannot load eBPF program peek")?;
-        p.attach("syscalls", "sys_enter_getppid").context(
-            "cannot attach tracepoint syscalls/sys_enter_getppid (CONFIG_FTRACE_SYSCALLS?)",
-        )?;
-        self.peek_attached = true;
+        self.peek_loaded = true;
         Ok(())
     }
 
-    /// Copies `len` (at most 4096) bytes of kernel memory at `addr` (needs [`Feed::attach_peek`]).
+    /// Copies `len` (at most 4096) bytes of kernel memory at `addr` (needs [`Feed::load_peek`]).
     pub fn peek(&mut self, addr: u64, len: usize) -> Result<Vec<u8>> {
         if len > PEEK_MAX {
             bail!("peek of {len} bytes: at most {PEEK_MAX}");
         }
         self.peek_seq += 1;
-        let req = PeekRequest {
-            tgid: std::process::id(),
-            len: len as u32,
-            addr,
-            seq: self.peek_seq,
-        };
-        {
-            let mut m: BpfArray<_, PeekRequest> =
-                BpfArray::try_from(self.ebpf.map_mut("PEEK_REQ").context("no PEEK_REQ")?)?;
-            m.set(0, req, 0)?;
+        let mut args = [0u64; 12];
+        args[..3].copy_from_slice(&[addr, len as u64, self.peek_seq]);
+        let p: &RawTracePoint = self
+            .ebpf
+            .program("peek")
+            .context("eBPF program peek missing from the object")?
+            .try_into()?;
+        let run = p
+            .test_run(RawTracePointRunOptions { args, cpu: None })
+            .context("cannot run eBPF program peek (BPF_PROG_TEST_RUN of raw tracepoints needs kernel 5.10+)")?;
+        if run.return_value != 0 {
+            bail!("kernel memory read at {addr:#x} was refused by the peek program");
         }
-        // SAFETY: getppid has no arguments and no side effects; it triggers the peek program.
-        unsafe { libc::getppid() };
         let m: BpfArray<_, PeekReply> =
             BpfArray::try_from(self.ebpf.map("PEEK_BUF").context("no PEEK_BUF")?)?;
         let reply = m.get(&0, 0)?;

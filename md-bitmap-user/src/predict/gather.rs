@@ -270,7 +270,7 @@ impl KernelNeeded {
                 let syms = KernelSymbols::load()?;
                 let reader = KernelStateReader::new(&syms)?;
                 let mut feed = Feed::load()?;
-                feed.attach_peek()?;
+                feed.load_peek()?;
                 Ok((reader, feed))
             })()
             .map_err(|e| format!("{e:#}"))

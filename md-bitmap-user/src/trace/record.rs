@@ -218,7 +218,7 @@ pub fn run(args: &RecordArgs, stop: &AtomicBool) -> Result<()> {
     // The array's kernel objects, to keep other arrays' daemon and superblock events out.
     let (mut owners, mut lastrun, mut kevents) = (Vec::new(), None, None);
     match KernelStateReader::new(&syms).and_then(|r| {
-        feed.attach_peek()?;
+        feed.load_peek()?;
         // md's offsets, for the daemon's return probe (`daemon_lastrun`). Not
         // `daemon_passes_only` (the live mirror's filter): the trace keeps every daemon call,
         // each a wake-up of md's thread that the replay needs.
