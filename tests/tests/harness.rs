@@ -40,6 +40,34 @@ fn second_boot_sees_the_first_boots_disks_after_a_crash() {
 }
 
 #[test]
+fn a_kernel_that_crashes_while_booting_is_booted_again_then_reported() {
+    // A kernel panic before /init (its init does not exist): every boot crashes before the
+    // payload, so the harness boots it BOOT_ATTEMPTS times and then reports the crash.
+    let dir = work_dir("harness-bootcrash", Series::V6_1);
+    let vm = Vm::new(Series::V6_1, &dir, &[16]).unwrap();
+    let mut p = Payload::script("echo payload-ran\n").timeout(Duration::from_secs(120));
+    p.kernel_args = "rdinit=/no-such-init init=/no-such-init".into();
+    let err = vm.run(&p).unwrap_err();
+    assert!(
+        err.downcast_ref::<xtask::vm::BootCrash>().is_some(),
+        "a boot crash is reported as one: {err:#}"
+    );
+    let msg = format!("{err:#}");
+    assert!(msg.contains("Kernel panic"), "{msg}");
+    let logs = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("console-"))
+        .count();
+    assert_eq!(
+        logs,
+        xtask::vm::BOOT_ATTEMPTS as usize,
+        "one console log per boot"
+    );
+    cleanup(&dir);
+}
+
+#[test]
 fn a_hung_guest_is_killed_at_its_timeout_with_its_console_kept() {
     let dir = work_dir("harness-hang", Series::V6_1);
     let vm = Vm::new(Series::V6_1, &dir, &[16]).unwrap();
