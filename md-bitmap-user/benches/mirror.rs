@@ -19,33 +19,21 @@ fn info() -> ArrayInfo {
         name: "md0".into(),
         dev: MD0,
         level: "raid1".into(),
-        layout: 0,
-        chunk_size_bytes: 0,
         raid_disks: 2,
         component_size_kib: 64 << 20,
         array_sectors: 128 << 20,
         metadata_version: "1.2".into(),
         array_state: "active".into(),
-        degraded: 0,
         sync_action: "idle".into(),
-        sync_completed: None,
-        sync_speed_kibs: None,
-        sync_speed_min_kibs: None,
-        sync_speed_max_kibs: None,
-        resync_start_sectors: None,
-        safe_mode_delay_secs: None,
-        uuid: None,
         bitmap: Some(BitmapInfo {
             location: "+8".into(),
             chunk_size_bytes: 64 << 10,
             time_base_secs: 5.0,
             metadata: "internal".into(),
-            backlog: 0,
             can_clear: Some(true),
-            space_sectors: 0,
-            max_backlog_used: 0,
+            ..Default::default()
         }),
-        members: vec![],
+        ..Default::default()
     }
 }
 

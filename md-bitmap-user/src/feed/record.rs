@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::symbols::{BitmapAbi, WriteArgs};
 
 /// A block device number as `major:minor`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct DevNum {
     /// Major number.
     pub major: u32,

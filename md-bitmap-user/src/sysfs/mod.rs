@@ -72,7 +72,7 @@ impl MemberInfo {
 }
 
 /// The array's bitmap as sysfs shows it (`md/bitmap/*`).
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct BitmapInfo {
     /// `location`: `+8` (sectors from the superblock), `file`, or `none`.
     pub location: String,
@@ -93,7 +93,7 @@ pub struct BitmapInfo {
 }
 
 /// Everything sysfs says about one array.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct ArrayInfo {
     /// Kernel name (`md0`).
     pub name: String,

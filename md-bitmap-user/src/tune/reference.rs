@@ -1,12 +1,13 @@
-//! The replay as it was before the speed work (commit 58ac2be), kept verbatim as the
+//! The replay as it was before the speed work (commit 58ac2be), kept verbatim (but for the
+//! figures' assembly at the end, shared with it: [`SizeResult::of_replay`]) as the
 //! reference that `tests.rs` compares the fast [`replay`](super::replay::replay) against:
 //! every per-size figure must be equal.
 use std::collections::HashMap;
 
 use anyhow::Result;
 
-use super::replay::{DaemonMode, ReplayInput, ReplayOptions, SizeResult, Step, static_memory};
-use crate::engine::{Bitmap, BitmapConfig, BitmapGeometry, KERNEL_PAGE_SIZE};
+use super::replay::{DaemonMode, ReplayInput, ReplayOptions, SizeResult, Step};
+use crate::engine::{Bitmap, BitmapConfig, BitmapGeometry};
 
 /// Time-weighted samples of the on-disk dirty chunk count.
 struct DirtyTimeline {
@@ -242,42 +243,13 @@ pub fn replay_reference(
             }
         }
     }
-    let writes = bm.page_writes();
-    let span_s = (t_end.saturating_sub(t0) as f64 / 1e9).max(1e-9);
-    let (mean_c, p99_c, max_c) = timeline.finish(t_end);
-    let memory_static = static_memory(&geo);
-    let cb = chunk_bytes as f64;
-    Ok(SizeResult {
-        chunk_bytes,
-        in_use: chunk_bytes == input.header.bitmap_chunk_bytes,
-        chunks,
-        bits_set,
-        sync_waits: writes.unplug_batches,
-        page_writes: writes.bit_traffic(),
-        page_writes_total: writes.total(),
-        page_writes_per_sec: writes.total() as f64 / span_s,
-        dirty_mean_bytes: mean_c * cb,
-        dirty_p99_bytes: p99_c * chunk_bytes,
-        dirty_max_bytes: max_c * chunk_bytes,
-        resync_mean_bytes: mean_c * cb,
-        resync_max_bytes: max_c * chunk_bytes,
-        resync_mean_secs: mean_c * cb / opts.resync_bytes_per_sec,
-        resync_max_secs: (max_c * chunk_bytes) as f64 / opts.resync_bytes_per_sec,
-        memory_static_bytes: memory_static,
-        memory_peak_bytes: memory_static + max_alloc * KERNEL_PAGE_SIZE,
-        daemon_passes: bm.daemon_passes(),
-        end_dirty: bm
-            .disk_dirty_ranges()
-            .into_iter()
-            .map(|r| (r.start, r.end))
-            .collect(),
-        anomalies: {
-            let a = bm.anomalies();
-            a.end_write_underflow
-                + a.end_write_unallocated
-                + a.beyond_last_page
-                + a.beyond_chunks
-                + a.behind_underflow
-        },
-    })
+    let dirty = timeline.finish(t_end);
+    Ok(SizeResult::of_replay(
+        input,
+        &geo,
+        &bm,
+        (bits_set, max_alloc),
+        dirty,
+        opts,
+    ))
 }

@@ -385,6 +385,60 @@ pub struct SizeResult {
     pub anomalies: u64,
 }
 
+impl SizeResult {
+    /// The figures of a replay under `geo` that ended with `bm`, having set `bits_set` bits
+    /// with at most `max_alloc` counter pages allocated at once, and held `(mean, p99, max)`
+    /// chunks dirty on disk.
+    pub(crate) fn of_replay(
+        input: &ReplayInput,
+        geo: &BitmapGeometry,
+        bm: &Bitmap,
+        (bits_set, max_alloc): (u64, u64),
+        (mean_c, p99_c, max_c): (f64, u64, u64),
+        opts: &ReplayOptions,
+    ) -> SizeResult {
+        let (t0, t_end) = input.span_ns;
+        let chunk_bytes = geo.chunk_size();
+        let writes = bm.page_writes();
+        let span_s = (t_end.saturating_sub(t0) as f64 / 1e9).max(1e-9);
+        let memory_static = static_memory(geo);
+        let cb = chunk_bytes as f64;
+        SizeResult {
+            chunk_bytes,
+            in_use: chunk_bytes == input.header.bitmap_chunk_bytes,
+            chunks: geo.chunks(),
+            bits_set,
+            sync_waits: writes.unplug_batches,
+            page_writes: writes.bit_traffic(),
+            page_writes_total: writes.total(),
+            page_writes_per_sec: writes.total() as f64 / span_s,
+            dirty_mean_bytes: mean_c * cb,
+            dirty_p99_bytes: p99_c * chunk_bytes,
+            dirty_max_bytes: max_c * chunk_bytes,
+            resync_mean_bytes: mean_c * cb,
+            resync_max_bytes: max_c * chunk_bytes,
+            resync_mean_secs: mean_c * cb / opts.resync_bytes_per_sec,
+            resync_max_secs: (max_c * chunk_bytes) as f64 / opts.resync_bytes_per_sec,
+            memory_static_bytes: memory_static,
+            memory_peak_bytes: memory_static + max_alloc * KERNEL_PAGE_SIZE,
+            daemon_passes: bm.daemon_passes(),
+            end_dirty: bm
+                .disk_dirty_ranges()
+                .into_iter()
+                .map(|r| (r.start, r.end))
+                .collect(),
+            anomalies: {
+                let a = bm.anomalies();
+                a.end_write_underflow
+                    + a.end_write_unallocated
+                    + a.beyond_last_page
+                    + a.beyond_chunks
+                    + a.behind_underflow
+            },
+        }
+    }
+}
+
 /// Options for a replay.
 #[derive(Clone, Copy, Debug)]
 pub struct ReplayOptions {
@@ -511,7 +565,6 @@ const LOOKAHEAD: usize = 16;
 /// One chunk size's replay: its engine and the replay's state around it.
 struct SizeRun<'a> {
     input: &'a ReplayInput,
-    chunk_bytes: u64,
     geo: BitmapGeometry,
     shift: u32,
     chunks: u64,
@@ -598,7 +651,6 @@ impl<'a> SizeRun<'a> {
         let chunks = geo.chunks();
         let mut run = SizeRun {
             input,
-            chunk_bytes,
             geo,
             shift,
             chunks,
@@ -858,46 +910,8 @@ impl<'a> SizeRun<'a> {
 
     /// The figures of the whole replay.
     fn finish(self, opts: &ReplayOptions) -> SizeResult {
-        let (t0, t_end) = self.input.span_ns;
-        let chunk_bytes = self.chunk_bytes;
-        let bm = self.bm;
-        let writes = bm.page_writes();
-        let span_s = (t_end.saturating_sub(t0) as f64 / 1e9).max(1e-9);
-        let (mean_c, p99_c, max_c) = self.timeline.finish(t_end);
-        let memory_static = static_memory(&self.geo);
-        let cb = chunk_bytes as f64;
-        SizeResult {
-            chunk_bytes,
-            in_use: chunk_bytes == self.input.header.bitmap_chunk_bytes,
-            chunks: self.chunks,
-            bits_set: self.bits_set,
-            sync_waits: writes.unplug_batches,
-            page_writes: writes.bit_traffic(),
-            page_writes_total: writes.total(),
-            page_writes_per_sec: writes.total() as f64 / span_s,
-            dirty_mean_bytes: mean_c * cb,
-            dirty_p99_bytes: p99_c * chunk_bytes,
-            dirty_max_bytes: max_c * chunk_bytes,
-            resync_mean_bytes: mean_c * cb,
-            resync_max_bytes: max_c * chunk_bytes,
-            resync_mean_secs: mean_c * cb / opts.resync_bytes_per_sec,
-            resync_max_secs: (max_c * chunk_bytes) as f64 / opts.resync_bytes_per_sec,
-            memory_static_bytes: memory_static,
-            memory_peak_bytes: memory_static + self.max_alloc * KERNEL_PAGE_SIZE,
-            daemon_passes: bm.daemon_passes(),
-            end_dirty: bm
-                .disk_dirty_ranges()
-                .into_iter()
-                .map(|r| (r.start, r.end))
-                .collect(),
-            anomalies: {
-                let a = bm.anomalies();
-                a.end_write_underflow
-                    + a.end_write_unallocated
-                    + a.beyond_last_page
-                    + a.beyond_chunks
-                    + a.behind_underflow
-            },
-        }
+        let dirty = self.timeline.finish(self.input.span_ns.1);
+        let counts = (self.bits_set, self.max_alloc);
+        SizeResult::of_replay(self.input, &self.geo, &self.bm, counts, dirty, opts)
     }
 }
