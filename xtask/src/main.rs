@@ -220,7 +220,7 @@ fn run_demo(kernel: &str, frames: u64) -> Result<i32> {
         "dmesg -n 1\nstty rows {rows} cols {cols} 2>/dev/null\nexport TERM=xterm-256color\n{DEMO_WORKLOAD}\nmd-bitmap tui --interval 0.5 --snapshot-dir /tmp\nrc=$?\nclear\necho \"md-bitmap tui exited ($rc); powering off\"\n"
     );
     let payload = Payload::script(script).array(array);
-    let rc = vm.run_attached(&payload, "")?;
+    let rc = vm.run_attached(&payload)?;
     eprintln!("xtask demo: VM stopped");
     Ok(rc)
 }

@@ -76,7 +76,7 @@ pub struct Payload {
     pub timeout: Duration,
     /// Size in MiB of the output disk that brings `/out` back (0: no output disk).
     pub out_mib: u64,
-    /// Added to the kernel command line (after a space), for the harness's own tests.
+    /// Added to the kernel command line (after a space, when not empty).
     pub kernel_args: String,
 }
 
@@ -119,15 +119,6 @@ pub enum Outcome {
     Exited(i32),
     /// The payload crashed the guest on purpose (`mdb_crash`).
     Crashed,
-}
-
-/// `args` as a suffix of the kernel command line.
-fn append_args(args: &str) -> String {
-    if args.is_empty() {
-        String::new()
-    } else {
-        format!(" {args}")
-    }
 }
 
 /// Boots of one run, at most: see [`Vm::run_echo`].
@@ -332,7 +323,7 @@ impl Vm {
             initrd,
             out_img,
             run_id,
-        } = self.prepare(payload, &append_args(&payload.kernel_args), Console::Piped)?;
+        } = self.prepare(payload, Console::Piped)?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -402,20 +393,17 @@ impl Vm {
         std::fs::remove_file(&initrd).ok();
         let log = self.dir.join(format!("console-{run_id}.log"));
         std::fs::write(&log, &console)?;
+        let crash_line =
+            || (console.lines()).find(|l| l.contains("Oops:") || l.contains("Kernel panic"));
         if !timed_out
             && boot_secs.is_nan()
-            && (console.contains("Oops:") || console.contains("Kernel panic"))
+            && let Some(first) = crash_line()
         {
             std::fs::remove_file(&out_img).ok();
             return Err(anyhow::Error::new(BootCrash {
                 release: self.kernel.release.clone(),
                 log: log.clone(),
-                first: console
-                    .lines()
-                    .find(|l| l.contains("Oops:") || l.contains("Kernel panic"))
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string(),
+                first: first.trim().to_string(),
             }));
         }
         if timed_out {
@@ -465,8 +453,8 @@ impl Vm {
     }
 
     /// Builds the initrd for `payload` and the qemu command line (kernel command line extended
-    /// by `append`), without starting it.
-    fn prepare(&self, payload: &Payload, append: &str, console: Console) -> Result<Prepared> {
+    /// by its `kernel_args`), without starting it.
+    fn prepare(&self, payload: &Payload, console: Console) -> Result<Prepared> {
         let base = base_initramfs(&self.kernel)?;
         let names = self.disk_names();
         let out_name = (payload.out_mib > 0).then(|| self.out_disk_name());
@@ -524,9 +512,14 @@ impl Vm {
             .arg("-initrd")
             .arg(&initrd)
             .arg("-append")
-            .arg(format!(
-                "console=ttyS0 panic=-1 loglevel=4 rdinit=/init quiet{append}"
-            ));
+            .arg(
+                [
+                    "console=ttyS0 panic=-1 loglevel=4 rdinit=/init quiet",
+                    &payload.kernel_args,
+                ]
+                .join(" ")
+                .trim_end(),
+            );
         match console {
             Console::Piped => {
                 cmd.args(["-serial", "stdio"]);
@@ -578,10 +571,10 @@ impl Vm {
     }
 
     /// Boots with the serial console on this process's terminal (stdin/stdout inherited, qemu
-    /// puts the terminal in raw mode), for interactive use; `append` is added to the kernel
-    /// command line. Returns qemu's exit status when the guest powers off. No timeout.
-    pub fn run_attached(&self, payload: &Payload, append: &str) -> Result<i32> {
-        let p = self.prepare(payload, append, Console::Attached)?;
+    /// puts the terminal in raw mode), for interactive use. Returns qemu's exit status when the
+    /// guest powers off. No timeout.
+    pub fn run_attached(&self, payload: &Payload) -> Result<i32> {
+        let p = self.prepare(payload, Console::Attached)?;
         let mut cmd = p.cmd;
         let st = cmd
             .stdin(Stdio::inherit())

@@ -1786,16 +1786,11 @@ impl Bitmap {
     /// between. A plain load (no `unsafe` prefetch intrinsic); changes no state.
     #[inline(always)]
     pub fn prefetch_chunk(&self, chunk: u64) {
-        let w = (chunk.wrapping_add(self.sb_bits) >> 6) as usize;
-        std::hint::black_box((
-            self.counters.get(chunk as usize).copied(),
-            self.bits[CACHED].get(w).copied(),
-            self.bits[DISK].get(w).copied(),
-        ));
+        std::hint::black_box(self.touch_chunk(chunk));
     }
 
-    /// Like [`prefetch_chunk`](Self::prefetch_chunk) but returns what it read (for a caller
-    /// that touches several chunks before using any: their loads then overlap).
+    /// The loads of [`prefetch_chunk`](Self::prefetch_chunk), their values folded into one
+    /// (for a caller that touches several chunks before using any: their loads then overlap).
     #[inline(always)]
     pub fn touch_chunk(&self, chunk: u64) -> u64 {
         let w = (chunk.wrapping_add(self.sb_bits) >> 6) as usize;

@@ -375,7 +375,8 @@ impl Feed {
 
     /// Loads the kernel-memory reader (the `peek` program), which is never attached: [`Feed::peek`]
     /// runs it on demand (`BPF_PROG_TEST_RUN`, kernel 5.10+), in this process only. Used by the
-    /// kernel-state oracle, never by the live mirror.
+    /// kernel-state oracle, and by the live agent to seed its mirror from md's counters and to
+    /// read `mddev->degraded`; the mirror's events never come from it.
     pub fn load_peek(&mut self) -> Result<()> {
         if self.peek_loaded {
             return Ok(());

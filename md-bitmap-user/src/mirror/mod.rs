@@ -918,21 +918,18 @@ impl Mirror {
     /// The array an event belongs to, if known.
     pub fn route(&self, ev: &FeedEvent) -> Option<Arc<str>> {
         match &ev.kind {
-            EventKind::StartWrite { owner, .. }
-            | EventKind::EndWrite { owner, .. }
-            | EventKind::StartSync { owner, .. }
-            | EventKind::EndSync { owner, .. }
-            | EventKind::CloseSync { owner }
-            | EventKind::CondEndSync { owner, .. }
-            | EventKind::Unplug { owner }
-            | EventKind::UpdateSb { owner, .. } => self.by_addr.get(owner).cloned().or_else(|| {
-                // Without kernel addresses, a single array takes every bitmap event.
-                (self.arrays.len() == 1 && self.by_addr.is_empty())
-                    .then(|| self.arrays.keys().next().map(|n| n.as_str().into()))
-                    .flatten()
-            }),
-            EventKind::DaemonWork { mddev } | EventKind::DaemonDone { mddev, .. } => {
-                self.by_addr.get(mddev).cloned().or_else(|| {
+            EventKind::StartWrite { owner: addr, .. }
+            | EventKind::EndWrite { owner: addr, .. }
+            | EventKind::StartSync { owner: addr, .. }
+            | EventKind::EndSync { owner: addr, .. }
+            | EventKind::CloseSync { owner: addr }
+            | EventKind::CondEndSync { owner: addr, .. }
+            | EventKind::Unplug { owner: addr }
+            | EventKind::UpdateSb { owner: addr, .. }
+            | EventKind::DaemonWork { mddev: addr }
+            | EventKind::DaemonDone { mddev: addr, .. } => {
+                self.by_addr.get(addr).cloned().or_else(|| {
+                    // Without kernel addresses, a single array takes every bitmap event.
                     (self.arrays.len() == 1 && self.by_addr.is_empty())
                         .then(|| self.arrays.keys().next().map(|n| n.as_str().into()))
                         .flatten()
