@@ -6,6 +6,7 @@ use std::ops::Range;
 #[path = "batch.rs"]
 mod batch;
 
+use super::block;
 use super::counter::{COUNTER_MAX, Counter, NEEDED_MASK, RESYNC_MASK};
 use super::layout::{BITMAP_SB_BYTES, BitmapGeometry};
 use super::summary::{Anomalies, DaemonOutcome, DaemonPass, PageWrites, Summary};
@@ -238,79 +239,6 @@ fn bit_set(v: &mut [u64], i: u64) -> bool {
     let was = *w & m != 0;
     *w |= m;
     was
-}
-
-/// For up to 64 counters: (bit k set ⇔ counter k == 1, bit k set ⇔ counter k == 2). Works
-/// on a fixed 64-lane copy so every step vectorizes; blocks with neither cost one scan.
-#[inline]
-fn block_masks(blk: &[u16]) -> (u64, u64) {
-    let mut v = [0u16; 64];
-    v[..blk.len()].copy_from_slice(blk);
-    let mut any = 0u16;
-    for &c in &v {
-        any |= u16::from(c.wrapping_sub(1) < 2);
-    }
-    if any == 0 {
-        return (0, 0);
-    }
-    let (mut b1, mut b2) = ([0u8; 64], [0u8; 64]);
-    for k in 0..64 {
-        b1[k] = u8::from(v[k] == 1);
-        b2[k] = u8::from(v[k] == 2);
-    }
-    (gather_bytes(&b1), gather_bytes(&b2))
-}
-
-/// The daemon's step for 64 counters at once, when no step can free their page: raw 2 → 1
-/// (and, unless `need_sync`, raw 1 → 0 with `ones[k] = 1`); others untouched. Returns
-/// (1 → 0 steps, ticks: 2 → 1 steps plus the 1s kept at 1 under `need_sync`). Lane-wise, so
-/// it vectorizes.
-#[inline]
-fn tick_block(v: &mut [u16; 64], ones: &mut [u8; 64], need_sync: bool) -> (u32, u32) {
-    let (mut n1, mut n2) = (0u16, 0u16);
-    if need_sync {
-        // `*bmc == 1 && !need_sync` fails: 1 stays 1 (and counts as a tick).
-        for c in v.iter_mut() {
-            let one = u16::from(*c == 1);
-            let two = u16::from(*c == 2);
-            n2 += one + two;
-            *c -= two;
-        }
-    } else {
-        for (o, c) in ones.iter_mut().zip(v.iter_mut()) {
-            let one = u16::from(*c == 1);
-            let two = u16::from(*c == 2);
-            *o = one as u8;
-            n1 += one;
-            n2 += two;
-            *c -= one | two;
-        }
-    }
-    (u32::from(n1), u32::from(n2))
-}
-
-/// (counters exactly 1, counters exactly 2) among 64, with narrow lanes so it vectorizes.
-#[inline]
-fn count_block(v: &[u16; 64]) -> (u32, u32) {
-    let (mut n1, mut n2) = (0u16, 0u16);
-    for &c in v {
-        n1 += u16::from(c == 1);
-        n2 += u16::from(c == 2);
-    }
-    (u32::from(n1), u32::from(n2))
-}
-
-/// Bit k set ⇔ byte k is 1 (every byte 0 or 1).
-#[inline(always)]
-fn gather_bytes(b: &[u8; 64]) -> u64 {
-    // Gathers bit 0 of each byte into the top byte (byte i -> bit 56 + i).
-    const GATHER: u64 = 0x0102_0408_1020_4080;
-    let mut m = 0u64;
-    for (q, w) in b.chunks_exact(8).enumerate() {
-        let x = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-        m |= (x.wrapping_mul(GATHER) >> 56) << (8 * q);
-    }
-    m
 }
 
 fn popcount(v: &[u64]) -> u64 {
@@ -1200,7 +1128,7 @@ impl Bitmap {
     ///
     /// Within a block the kernel's per-chunk steps commute (each touches its own counter and
     /// bit; the page attributes only accumulate), so a block is applied at once, except when
-    /// the page's count would reach 0 inside it: then the kernel frees the page at that chunk
+    /// the page's count could reach 0 inside it: then the kernel frees the page at that chunk
     /// and skips the rest, which the exact per-chunk loop reproduces.
     fn walk_counter_page(&mut self, page: usize, pass: &mut DaemonPass) {
         let lo = page << self.cps;
@@ -1209,80 +1137,66 @@ impl Bitmap {
         let mut base = lo;
         while base < hi {
             let end = (base + 64).min(hi);
-            // A full block that cannot free the page (it has more counted chunks than the
-            // block has counters, so fewer 1 → 0 steps than its count): one fused pass.
-            if self.pages[page].count > 64
-                && let Ok(blk) = <&mut [u16; 64]>::try_from(&mut self.counters[base..end])
-            {
-                let mut ones = [0u8; 64];
-                let (n1, n2) = tick_block(blk, &mut ones, need_sync);
-                if n2 != 0 {
-                    self.pages[page].pending = true;
-                    self.allclean = false;
-                    pass.ticked += u64::from(n2);
+            // A block of a page with more counted chunks than the block has counters (so
+            // fewer 1 -> 0 steps than its count) cannot free the page: one pass. Otherwise
+            // (and for the last, partial block) the 1s and 2s are found first.
+            let count = self.pages[page].count;
+            let mut tail = [0u16; 64];
+            let blk = match <&mut [u16; 64]>::try_from(&mut self.counters[base..end]) {
+                Ok(blk) if count > 64 => {
+                    let steps = block::tick(blk, need_sync);
+                    self.apply_block_steps(page, base, steps, pass);
+                    base = end;
+                    continue;
                 }
-                if n1 != 0 {
-                    self.pages[page].count -= n1;
-                    pass.cleared += u64::from(n1);
-                    self.file_clear_bits(base as u64, gather_bytes(&ones));
-                }
-                base = end;
-                continue;
-            }
-            // One counting pass: counters exactly 1 (→ 0) and exactly 2 (→ 1).
-            let (mut n1, mut n2) = match <&[u16; 64]>::try_from(&self.counters[base..end]) {
-                Ok(blk) => count_block(blk),
+                Ok(blk) => blk,
                 Err(_) => {
-                    let (mut n1, mut n2) = (0u32, 0u32);
-                    for &c in &self.counters[base..end] {
-                        n1 += u32::from(c == 1);
-                        n2 += u32::from(c == 2);
-                    }
-                    (n1, n2)
+                    tail[..end - base].copy_from_slice(&self.counters[base..end]);
+                    &mut tail
                 }
             };
-            if need_sync {
-                // `*bmc == 1 && !need_sync` fails: 1 stays 1 (and counts as a tick).
-                n2 += n1;
-                n1 = 0;
-            }
-            if n1 + n2 == 0 {
+            let (m1, m2) = block::masks(blk);
+            if m1 | m2 == 0 {
                 base = end;
                 continue;
             }
-            if n1 >= self.pages[page].count {
-                let (m1, m2) = block_masks(&self.counters[base..end]);
+            let n1 = if need_sync { 0 } else { m1.count_ones() };
+            if n1 >= count {
                 if self.walk_block_exact(page, base, m1 | m2, pass) {
                     return;
                 }
                 base = end;
                 continue;
             }
-            // 2 -> 1 (and 1 -> 0): subtract one from every counter that is exactly 1 or 2
-            // (under need_sync only 2 -> 1), noting the 1s whose bits get cleared.
-            let mut ones = [0u8; 64];
-            if need_sync {
-                for c in &mut self.counters[base..end] {
-                    *c -= u16::from(*c == 2);
-                }
-            } else {
-                for (o, c) in ones.iter_mut().zip(&mut self.counters[base..end]) {
-                    let one = *c == 1;
-                    *o = u8::from(one);
-                    *c -= u16::from(one | (*c == 2));
-                }
+            let steps = block::tick_masked(blk, (m1, m2), need_sync);
+            if end - base < 64 {
+                self.counters[base..end].copy_from_slice(&tail[..end - base]);
             }
-            if n2 != 0 {
-                self.pages[page].pending = true;
-                self.allclean = false;
-                pass.ticked += u64::from(n2);
-            }
-            if n1 != 0 {
-                self.pages[page].count -= n1;
-                pass.cleared += u64::from(n1);
-                self.file_clear_bits(base as u64, gather_bytes(&ones));
-            }
+            self.apply_block_steps(page, base, steps, pass);
             base = end;
+        }
+    }
+
+    /// The page attributes and cached bits after [`block::tick`] stepped the block of chunks
+    /// from `base` (a multiple of 64): `cleared` went 1 -> 0, `ticked` keep the page pending.
+    #[inline(always)]
+    fn apply_block_steps(
+        &mut self,
+        page: usize,
+        base: usize,
+        (cleared, ticked): (u64, u64),
+        pass: &mut DaemonPass,
+    ) {
+        if ticked != 0 {
+            self.pages[page].pending = true;
+            self.allclean = false;
+            pass.ticked += u64::from(ticked.count_ones());
+        }
+        if cleared != 0 {
+            let n1 = cleared.count_ones();
+            self.pages[page].count -= n1;
+            pass.cleared += u64::from(n1);
+            self.file_clear_bits(base as u64, cleared);
         }
     }
 

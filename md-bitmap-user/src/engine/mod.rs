@@ -65,6 +65,7 @@
 pub mod mapping;
 
 mod bitmap;
+mod block;
 mod counter;
 mod layout;
 mod ops;
