@@ -4,13 +4,18 @@
 //! `cargo bench -p md-bitmap-user --bench tune` (`TUNE_BENCH_WRITES=N` for another trace
 //! length, `TUNE_BENCH_SIZES=4096,8192` for some chunk sizes only, `TUNE_BENCH_PER_SIZE=1` to
 //! also replay each size alone and print its wall and CPU time).
+//! Beside it, the same run measures a floor ([`counter_floor`]): for every size, on the same
+//! threads, plain `u16` increments and decrements of the chunks of every start- and end-write
+//! call in the replay's order, and nothing else; the replay's share of that speed says how
+//! much of its time is the model beyond the bare counters.
 //! The trace: a 64 GiB raid1, 10 µs between writes (100 s), 4–64 KiB writes, 70 % in
 //! sequential streams and 30 % random, 1 ms latency, the md thread waking into the daemon
 //! every 5 s.
 use std::time::Instant;
 
 use md_bitmap::trace::{Trace, TraceEvent, TraceHeader, TraceLoss};
-use md_bitmap::tune::{DaemonMode, ReplayInput, ReplayOptions, replay, replay_all};
+use md_bitmap::tune::{DaemonMode, ReplayInput, ReplayOptions, counter_floor, replay, replay_all};
+use rayon::prelude::*;
 
 fn header() -> TraceHeader {
     TraceHeader {
@@ -141,17 +146,36 @@ fn main() {
         cpu / secs,
         n as f64 * sizes.len() as f64 / cpu / 1e6
     );
+    // The floor: best of three runs (wall time, as the replay's figure).
+    let mut floor_secs = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let sum: u64 = sizes
+            .par_iter()
+            .map(|&c| counter_floor(&input, c).expect("floor"))
+            .sum();
+        std::hint::black_box(sum);
+        floor_secs = floor_secs.min(t.elapsed().as_secs_f64());
+    }
+    let floor_rate = n as f64 * sizes.len() as f64 / floor_secs;
+    println!(
+        "  floor (plain u16 counters of the same calls, same threads): {floor_secs:.2} s = {:.1} M writes x sizes/s; replay/floor {:.2}",
+        floor_rate / 1e6,
+        rate / floor_rate
+    );
     if std::env::var_os("TUNE_BENCH_PER_SIZE").is_some() {
         // Each size alone on one thread: where the time goes.
         for &c in &sizes {
             let (t, cpu) = (Instant::now(), process_cpu());
             let r = replay(&input, c, &opts).expect("replay");
+            let (wall, cpu) = (t.elapsed().as_secs_f64(), process_cpu() - cpu);
+            let fcpu = process_cpu();
+            std::hint::black_box(counter_floor(&input, c).expect("floor"));
             println!(
-                "  {:>9} B alone: {:.3} s, CPU {:.3} s ({} bits set)",
+                "  {:>9} B alone: {wall:.3} s, CPU {cpu:.3} s ({} bits set); floor CPU {:.3} s",
                 c,
-                t.elapsed().as_secs_f64(),
-                process_cpu() - cpu,
-                r.bits_set
+                r.bits_set,
+                process_cpu() - fcpu
             );
         }
     }

@@ -25,7 +25,7 @@ use anyhow::{Result, bail};
 use rayon::prelude::*;
 use serde::Serialize;
 
-pub use replay::{DaemonMode, ReplayInput, ReplayOptions, SizeResult, replay};
+pub use replay::{DaemonMode, ReplayInput, ReplayOptions, SizeResult, counter_floor, replay};
 
 use crate::engine::{BITMAP_SB_BYTES, BitmapGeometry, MAX_CHUNK_SIZE};
 use crate::trace::{TraceLoss, read_trace_file};

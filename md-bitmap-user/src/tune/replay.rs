@@ -555,6 +555,41 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
     Ok(run.finish(opts))
 }
 
+/// The floor the tune benchmark compares [`replay`] with: the same chunks' counters and nothing
+/// else. Every start-write call increments, every end-write call decrements the plain `u16`
+/// counter of each chunk it covers under `chunk_bytes` chunks, in the replay's step order; no
+/// bits, pages, daemon or statistics. Returns the sum of the final counters (0 for a trace
+/// whose writes all completed), so that the work cannot be optimised away.
+pub fn counter_floor(input: &ReplayInput, chunk_bytes: u64) -> Result<u64> {
+    let geo = BitmapGeometry::new(chunk_bytes, input.sync_sectors)
+        .map_err(|e| anyhow::anyhow!("chunk size {chunk_bytes}: {e:?}"))?;
+    let shift = geo.chunkshift();
+    let last = input.last_call_sector.map_or(0, |s| s >> shift);
+    let mut counters = vec![0u16; (last + 1) as usize];
+    let calls = &input.calls[..];
+    for &(_, step) in &input.steps {
+        let (range, up) = match step {
+            Step::Start { a, b } => (a as usize..b as usize, true),
+            Step::End { a, b } => (a as usize..b as usize, false),
+            _ => continue,
+        };
+        for &(off, n) in &calls[range] {
+            if n == 0 {
+                continue;
+            }
+            for c in (off >> shift)..=((off + u64::from(n) - 1) >> shift) {
+                let x = &mut counters[c as usize];
+                *x = if up {
+                    x.wrapping_add(1)
+                } else {
+                    x.wrapping_sub(1)
+                };
+            }
+        }
+    }
+    Ok(counters.iter().map(|&c| u64::from(c)).sum())
+}
+
 /// Steps whose first chunks are touched together, a group ahead (see
 /// [`SizeRun::prefetch_group`]): the counters of random writes are cache misses (the 4 KiB-chunk
 /// bitmap of a large array has tens of MiB of counters). Only start-writes: an end-write finds

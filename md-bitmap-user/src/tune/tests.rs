@@ -490,3 +490,26 @@ fn thread_timer_counts_from_the_end_of_its_run() {
     assert_eq!(passes(&old, in_use, 19.9), 1);
     assert_eq!(passes(&input, in_use, 21.0), 2);
 }
+
+/// The benchmark's floor counts each call's chunks up at its start and down at its end: zero
+/// once every write completed, the chunks of the writes still in flight when cut short.
+#[test]
+fn counter_floor_counts_calls_in_flight() {
+    let events = vec![
+        write(SEC, 0, 8),            // chunk 0 (64 KiB chunks: 128 sectors)
+        write(SEC + 10, 120, 16),    // chunks 0 and 1
+        write(3 * SEC, 1000, 8),     // chunk 7
+        write(3 * SEC + 5, 1024, 8), // chunk 8
+    ];
+    let input = ReplayInput::new(&trace(64 << 10, events)).unwrap();
+    assert_eq!(counter_floor(&input, 64 << 10).unwrap(), 0);
+    // Cut while the last two writes are in flight (latency 1 ms): a chunk each.
+    let cut = input.clone().until(3 * SEC + 500_000);
+    assert_eq!(counter_floor(&cut, 64 << 10).unwrap(), 2);
+    // Cut while the first two are: chunk 0 twice and chunk 1 under 64 KiB chunks; chunk 0,
+    // then chunks 15 and 16 under 4 KiB chunks (8 sectors).
+    let cut = input.clone().until(SEC + 500_000);
+    assert_eq!(counter_floor(&cut, 64 << 10).unwrap(), 3);
+    assert_eq!(counter_floor(&cut, 4 << 10).unwrap(), 3);
+    assert!(counter_floor(&cut, 3000).is_err());
+}
