@@ -7,9 +7,18 @@
 //! applies the block's steps in one pass.
 
 /// (bit k set ⇔ `v[k] == 1`, bit k set ⇔ `v[k] == 2`).
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]
 pub(super) fn masks(v: &[u16; 64]) -> (u64, u64) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    return masks_sse2(v);
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    return masks_scalar(v);
+}
+
+/// [`masks`] in SSE2.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline]
+fn masks_sse2(v: &[u16; 64]) -> (u64, u64) {
     use safe_arch::{
         cmp_eq_mask_i16_m128i as eq, m128i, move_mask_i8_m128i as movemask,
         pack_i16_to_i8_m128i as pack, set_splat_i16_m128i as splat,
@@ -28,10 +37,10 @@ pub(super) fn masks(v: &[u16; 64]) -> (u64, u64) {
     (m1, m2)
 }
 
-/// (bit k set ⇔ `v[k] == 1`, bit k set ⇔ `v[k] == 2`).
-#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+/// [`masks`] in plain Rust (other targets; the tests check it on every target).
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
 #[inline]
-pub(super) fn masks(v: &[u16; 64]) -> (u64, u64) {
+fn masks_scalar(v: &[u16; 64]) -> (u64, u64) {
     let (mut m1, mut m2) = (0u64, 0u64);
     for (k, &c) in v.iter().enumerate() {
         m1 |= u64::from(c == 1) << k;
@@ -109,6 +118,7 @@ mod tests {
         #[test]
         fn masks_match_the_lanes(b in block()) {
             prop_assert_eq!(masks(&b), reference(&b));
+            prop_assert_eq!(masks_scalar(&b), reference(&b));
         }
 
         #[test]
