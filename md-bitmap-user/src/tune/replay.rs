@@ -557,15 +557,17 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
 
 /// The floor the tune benchmark compares [`replay`] with: the same chunks' counters and nothing
 /// else. Every start-write call increments, every end-write call decrements the plain `u16`
-/// counter of each chunk it covers under `chunk_bytes` chunks, in the replay's step order; no
-/// bits, pages, daemon or statistics. Returns the sum of the final counters (0 for a trace
-/// whose writes all completed), so that the work cannot be optimised away.
+/// counter of each chunk it covers under `chunk_bytes` chunks (up to the bitmap's last), in the
+/// replay's step order; no bits, pages, daemon or statistics. Returns the sum of the final
+/// counters (0 for a trace whose writes all completed), so that the work cannot be optimised
+/// away.
 pub fn counter_floor(input: &ReplayInput, chunk_bytes: u64) -> Result<u64> {
     let geo = BitmapGeometry::new(chunk_bytes, input.sync_sectors)
         .map_err(|e| anyhow::anyhow!("chunk size {chunk_bytes}: {e:?}"))?;
     let shift = geo.chunkshift();
+    // Chunks past the bitmap's (a damaged trace) are left out.
     let last = input.last_call_sector.map_or(0, |s| s >> shift);
-    let mut counters = vec![0u16; (last + 1) as usize];
+    let mut counters = vec![0u16; (last + 1).min(geo.chunks()) as usize];
     let calls = &input.calls[..];
     for &(_, step) in &input.steps {
         let (range, up) = match step {
@@ -578,12 +580,13 @@ pub fn counter_floor(input: &ReplayInput, chunk_bytes: u64) -> Result<u64> {
                 continue;
             }
             for c in (off >> shift)..=((off + u64::from(n) - 1) >> shift) {
-                let x = &mut counters[c as usize];
-                *x = if up {
-                    x.wrapping_add(1)
-                } else {
-                    x.wrapping_sub(1)
-                };
+                if let Some(x) = counters.get_mut(c as usize) {
+                    *x = if up {
+                        x.wrapping_add(1)
+                    } else {
+                        x.wrapping_sub(1)
+                    };
+                }
             }
         }
     }
