@@ -107,6 +107,8 @@ pub fn inputs_from_info(info: &ArrayInfo) -> Inputs {
         level: info.level.clone(),
         raid_disks: info.raid_disks,
         dev_sectors: info.component_size_kib * 2,
+        layout: info.layout,
+        chunk_size_bytes: info.chunk_size_bytes,
         array_state: info.array_state.clone(),
         safe_mode_delay_secs: info.safe_mode_delay_secs,
         resync_start: info.resync_start_sectors,

@@ -13,7 +13,10 @@
 //!   other in-sync mirror (`sync_request_write`); in a recovery it writes only the members
 //!   that are not In_sync. raid4/5/6 (`handle_stripe` with `s.syncing`) read every block of
 //!   each stripe; a resync writes parity only where `handle_parity_checks5/6` finds a mismatch;
-//!   a recovery writes the rebuilt member;
+//!   a recovery writes the rebuilt member. A raid10 resync (`raid10_sync_request`, whose
+//!   bitmap and progress are in the array's address space) reads every copy of each synced
+//!   range and rewrites later copies only where they differ from the first; raid10
+//!   recovery (re-add) is not modelled;
 //! * when md does it all: no bitmap (`recovery_cp = 0` after an unclean stop, so
 //!   `md_do_sync` covers the whole component), a stale bitmap (`md_bitmap_read_sb`:
 //!   bitmap events older than the array's → `BITMAP_STALE`, every bit set), a member whose
@@ -96,6 +99,10 @@ pub struct Inputs {
     pub raid_disks: u32,
     /// Per-member data size in sectors (`component_size` × 2, md's `dev_sectors`).
     pub dev_sectors: u64,
+    /// `layout` (raid10's copies and layout; raid5/6's algorithm).
+    pub layout: u32,
+    /// `chunk_size` in bytes (the RAID chunk, not the bitmap's).
+    pub chunk_size_bytes: u64,
     /// `array_state`.
     pub array_state: String,
     /// `safe_mode_delay` in seconds.
@@ -192,7 +199,8 @@ pub struct Cost {
     pub chunks: u64,
     /// Those chunks as half-open `[start, end)` ranges.
     pub chunk_ranges: Vec<[u64; 2]>,
-    /// Bytes of each member's data area the sync covers (md's `io_sectors` × 512).
+    /// Bytes of each member's data area the sync covers (md's `io_sectors` × 512); for a
+    /// raid10 resync, bytes of the array's address space (md counts it in virtual sectors).
     pub sync_bytes_per_member: u64,
     /// Per-member I/O.
     pub members: Vec<MemberIo>,
@@ -415,23 +423,25 @@ fn duration(inp: &Inputs, bytes: u64, io: &[MemberIo]) -> Option<DurationEstimat
         return None;
     }
     let cap = inp.speed_max_kibs.max(inp.speed_min_kibs) as f64;
-    // The slowest member that takes part bounds the sync (writes assumed as fast as reads).
+    // The member that takes longest at its measured throughput bounds the sync (writes
+    // assumed as fast as reads): its own bytes at its own speed.
     let slowest = io
         .iter()
-        .filter(|m| m.read_bytes > 0 || m.write_bytes > 0)
         .filter_map(|m| {
-            inp.members
+            let own = m.read_bytes.max(m.write_bytes);
+            let k = inp
+                .members
                 .iter()
                 .find(|x| x.name == m.name)
-                .and_then(|x| x.read_kibs)
-                .map(|k| (k, m.name.clone()))
+                .and_then(|x| x.read_kibs)?;
+            (own > 0).then(|| (own as f64 / 1024.0 / k, k, m.name.clone()))
         })
-        .min_by(|a, b| a.0.total_cmp(&b.0));
+        .max_by(|a, b| a.0.total_cmp(&b.0));
     let kib = bytes as f64 / 1024.0;
     let throttled = throttled_secs(bytes, cap);
     let (idle, rate, limited_by) = match &slowest {
-        Some((k, name)) if kib / k > throttled => {
-            (kib / k, *k, format!("member throughput ({name})"))
+        Some((secs, k, name)) if *secs > throttled => {
+            (*secs, *k, format!("member throughput ({name})"))
         }
         _ => (throttled, cap, "speed_max".to_string()),
     };
@@ -466,15 +476,17 @@ fn cost(
         CostKind::Bitmap => inp
             .bitmap
             .as_ref()
-            .map(|b| chunk_bytes_covered(ranges, b.chunk_bytes, inp.dev_sectors))
+            .map(|b| chunk_bytes_covered(ranges, b.chunk_bytes, sync_sectors(inp)))
             .unwrap_or(0),
-        CostKind::Full => inp.dev_sectors * 512,
+        CostKind::Full => sync_sectors(inp) * 512,
         _ => 0,
     };
-    let members = if bytes > 0 {
-        member_io(inp, bytes, target.map(|t| t.0), target.and_then(|t| t.1))
-    } else {
+    let members = if bytes == 0 {
         vec![]
+    } else if inp.level == "raid10" {
+        raid10_resync_io(inp, kind, ranges)
+    } else {
+        member_io(inp, bytes, target.map(|t| t.0), target.and_then(|t| t.1))
     };
     let duration = duration(inp, bytes, &members);
     let bitmapped = kind == CostKind::Bitmap;
@@ -496,6 +508,86 @@ fn cost(
 
 fn modelled(level: &str) -> bool {
     level == "raid1" || parity_level(level)
+}
+
+/// Sectors md's resync walks: the array's address space for raid10 (`resync_max_sectors`,
+/// what its bitmap covers), each member's data area (`dev_sectors`) for the other levels.
+fn sync_sectors(inp: &Inputs) -> u64 {
+    match (&inp.bitmap, inp.level.as_str()) {
+        (Some(b), "raid10") => b.sync_size_sectors,
+        (None, "raid10") => raid10_geometry(inp).map_or(inp.dev_sectors, |g| g.array_sectors()),
+        _ => inp.dev_sectors,
+    }
+}
+
+/// The array's raid10 mapping from its sysfs geometry.
+fn raid10_geometry(inp: &Inputs) -> Option<crate::engine::mapping::ArrayMap> {
+    use crate::engine::mapping::{ArrayGeometry, ArrayMap};
+    let geo = ArrayGeometry::from_sysfs(
+        &inp.level,
+        inp.layout,
+        inp.raid_disks,
+        inp.chunk_size_bytes,
+        inp.dev_sectors / 2,
+    )
+    .ok()?;
+    ArrayMap::new(geo).ok()
+}
+
+/// A raid10 resync's I/O per member (`raid10_sync_request`'s resync branch and
+/// `sync_request_write`): every copy of each synced array range is read
+/// (`__raid10_find_phys`); copies after the first are rewritten only where they differ from
+/// it, so the writes expected after a crash with no write in flight are none, and at most
+/// the later copies. Members missing from the array are not read. A full resync (no usable
+/// bitmap) reads every member's whole data area.
+fn raid10_resync_io(inp: &Inputs, kind: CostKind, ranges: &[Range<u64>]) -> Vec<MemberIo> {
+    use crate::engine::mapping::ResyncAccess;
+    // (read, rewritten where different) per slot.
+    let mut per_slot: std::collections::BTreeMap<u32, (u64, u64)> = Default::default();
+    match (kind, &inp.bitmap, raid10_geometry(inp)) {
+        (CostKind::Bitmap, Some(b), Some(map)) if b.chunk_bytes >= 512 => {
+            let shift = (b.chunk_bytes / 512).trailing_zeros();
+            for r in ranges {
+                for chunk in r.clone() {
+                    for e in map.resync_extents(chunk, shift, 0) {
+                        let x = per_slot.entry(e.member).or_default();
+                        x.0 += e.bytes;
+                        if e.access == ResyncAccess::ReadThenWriteIfMismatch {
+                            x.1 += e.bytes;
+                        }
+                    }
+                }
+            }
+        }
+        _ => {
+            for slot in 0..inp.raid_disks {
+                per_slot.insert(slot, (inp.dev_sectors * 512, inp.dev_sectors * 512));
+            }
+        }
+    }
+    let mut members: Vec<&MemberInput> = inp
+        .members
+        .iter()
+        .filter(|m| !m.faulty && m.slot.is_some())
+        .collect();
+    members.sort_by_key(|m| m.slot);
+    members
+        .into_iter()
+        .map(|m| {
+            let (r, w) = per_slot
+                .get(&m.slot.unwrap_or(u32::MAX))
+                .copied()
+                .unwrap_or_default();
+            MemberIo {
+                name: m.name.clone(),
+                slot: m.slot,
+                role: if r > 0 { "read (copy compare)" } else { "idle" }.into(),
+                read_bytes: r,
+                write_bytes: 0,
+                write_bytes_max: w,
+            }
+        })
+        .collect()
 }
 
 fn no_redundancy(level: &str) -> bool {
@@ -523,7 +615,7 @@ fn crash_now(inp: &Inputs) -> Cost {
     if no_redundancy(&inp.level) {
         return none(format!("{} has no redundancy to resync", inp.level));
     }
-    if !modelled(&inp.level) {
+    if !modelled(&inp.level) && inp.level != "raid10" {
         return cost(
             inp,
             "crash_now",

@@ -322,3 +322,74 @@ fn text_names_each_scenario_its_members_and_assumptions() {
     assert!(t.contains("duration ≈"), "{t}");
     assert!(t.contains("  assumptions:\n    - crash now:"), "{t}");
 }
+
+/// raid10 near=2 over 3 members, 64 KiB RAID chunks, 64 KiB bitmap chunks over the array's
+/// address space (96 MiB: 3 members of 64 MiB, two copies).
+fn raid10_n2x3(dirty: Vec<Range<u64>>) -> Inputs {
+    let mut inp = array("raid10", 3, dirty);
+    inp.layout = 0x102; // near=2, far=1
+    inp.chunk_size_bytes = 65536;
+    if let Some(b) = inp.bitmap.as_mut() {
+        b.sync_size_sectors = 96 * 2048;
+    }
+    inp
+}
+
+#[test]
+fn raid10_crash_reads_every_copy_and_rewrites_none() {
+    // Array chunks 0, 1, 2 lie on members (0, 1), (2, 0), (1, 2): each member holds two
+    // copies, one of them a first copy (read only) and one a second (rewritten if different).
+    let p = predict(&raid10_n2x3(vec![0..3]));
+    let c = &p.crash_now;
+    assert_eq!(c.kind, CostKind::Bitmap, "{}", c.reason);
+    assert_eq!(c.chunks, 3);
+    assert_eq!(c.sync_bytes_per_member, 3 * 65536);
+    let io: Vec<(u64, u64, u64)> = c
+        .members
+        .iter()
+        .map(|m| (m.read_bytes, m.write_bytes, m.write_bytes_max))
+        .collect();
+    assert_eq!(io, vec![(2 * 65536, 0, 65536); 3]);
+    assert_eq!(c.total_read_bytes, 6 * 65536);
+    // md counts a raid10 resync in array sectors: the duration is that of 192 KiB at
+    // speed_max, not of each member's 128 KiB.
+    let d = c.duration.as_ref().unwrap();
+    assert_eq!(d.idle_secs, throttled_secs(3 * 65536, 2048.0));
+}
+
+#[test]
+fn raid10_chunks_past_the_first_row_map_to_later_rows() {
+    // Near=2 over 3 members places the copies of array chunk k at positions 2k and 2k + 1 of
+    // the members taken row by row: chunk 4 on member 2 (row 2) and member 0 (row 3); the
+    // array's last chunk, 1535, on members 1 and 2 (row 1023). Each is read twice and
+    // rewritten at most once.
+    let p = predict(&raid10_n2x3(vec![4..5, 1535..1536]));
+    let c = &p.crash_now;
+    assert_eq!(c.sync_bytes_per_member, 2 * 65536);
+    assert_eq!(c.total_read_bytes, 4 * 65536);
+    let reads: Vec<u64> = c.members.iter().map(|m| m.read_bytes).collect();
+    assert_eq!(reads, vec![65536, 65536, 2 * 65536]);
+    assert_eq!(
+        c.members.iter().map(|m| m.write_bytes_max).sum::<u64>(),
+        2 * 65536
+    );
+}
+
+#[test]
+fn raid10_without_a_bitmap_resyncs_the_whole_array() {
+    let mut inp = raid10_n2x3(vec![]);
+    inp.bitmap = None;
+    let c = predict(&inp).crash_now;
+    assert_eq!(c.kind, CostKind::Full, "{}", c.reason);
+    assert_eq!(c.sync_bytes_per_member, 96 << 20);
+    assert!(c.members.iter().all(|m| m.read_bytes == 64 << 20));
+}
+
+#[test]
+fn raid10_re_add_stays_unmodelled() {
+    let mut inp = raid10_n2x3(vec![0..3]);
+    inp.members[1].faulty = true;
+    let p = predict(&inp);
+    assert_eq!(p.re_add.len(), 1);
+    assert_eq!(p.re_add[0].kind, CostKind::Unmodelled);
+}
