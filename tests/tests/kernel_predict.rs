@@ -21,6 +21,9 @@
 //!   --bitmap=none`) and takes writes up to the kill: `predict` must say full resync;
 //! - stale bitmap: md5 (raid1 ×2, 4 MiB per member) takes one write after the writers stop,
 //!   so it is active (unclean) at the kill;
+//! - raid10: md6 (near=2 over 3 members, 64 KiB chunks, time_base 30 s) takes 8 writes after
+//!   the writers stop, all completed before `predict` reads its bitmap and the kill (see
+//!   `check_raid10`);
 //! - crash mid-workload: md0 (raid1 ×2) and md1 (raid5 ×3) sit on dm-delay devices, are clean,
 //!   then set to time_base 30 s (no daemon pass can clear a bit before the kill) and
 //!   safe_mode_delay 60 s (active, i.e. unclean, at the kill). `md-bitmap watch` runs
@@ -91,12 +94,13 @@ const ARRAYS: &[(&str, u32, &[usize], u64)] = &[
     ("md3", 5, &[7, 8, 9], 0),
     ("md4", 1, &[11, 12], NO_BITMAP_KIB),
     ("md5", 1, &[13, 14], STALE_KIB),
+    ("md6", 10, &[15, 16, 17], 0),
 ];
 /// Per-member size of md5, the array whose bitmap is made stale between the boots, in KiB.
 const STALE_KIB: u64 = 4096;
 /// The blank disk that replaces md2's slot-1 member.
 const BLANK: usize = 10;
-const DISKS: usize = 15;
+const DISKS: usize = 18;
 /// Disks 0..DELAYED (md0's and md1's members) sit behind dm-delay devices d0, d1, ...
 const DELAYED: usize = 5;
 const WRITES: u32 = 8;
@@ -143,7 +147,7 @@ fn blocks_per_chunk(name: &str) -> u64 {
 /// so that they last several seconds).
 fn speed_max(name: &str) -> u64 {
     match name {
-        "md0" | "md1" => CRASH_SPEED_MAX,
+        "md0" | "md1" | "md6" => CRASH_SPEED_MAX,
         "md4" | "md5" => NO_BITMAP_SPEED_MAX,
         _ => SPEED_MAX,
     }
@@ -201,6 +205,9 @@ fn boot1() -> String {
             .delay_secs(2);
         if *level == 5 {
             a = a.chunk_kib(64).layout("left-symmetric");
+        }
+        if *level == 10 {
+            a = a.chunk_kib(64).layout("n2");
         }
         if *size > 0 {
             a = a.size_kib(*size);
@@ -290,8 +297,9 @@ fn boot1() -> String {
     s += "mdadm --grow /dev/md4 --bitmap=none || exit 67\n\
           cat /sys/block/md4/md/bitmap/location > /out/md4-bitmap 2>&1\n";
     // Crash mid-workload.
-    s += "mdb_wait_clean md0 60 && mdb_wait_clean md1 60 || { echo 'md0/md1 not clean'; exit 49; }\n\
+    s += "mdb_wait_clean md0 60 && mdb_wait_clean md1 60 && mdb_wait_clean md6 60 || { echo 'md0/md1/md6 not clean'; exit 49; }\n\
           echo 30 > /sys/block/md0/md/bitmap/time_base; echo 30 > /sys/block/md1/md/bitmap/time_base\n\
+          echo 30 > /sys/block/md6/md/bitmap/time_base\n\
           md-bitmap watch --ndjson --array md0 --array md1 --interval 0.5 --ready-file /tmp/wr > /out/watch.ndjson 2>/out/watch.err &\n\
           WA=$!\n\
           i=0; while [ ! -e /tmp/wr ] && [ $i -lt 900 ]; do kill -0 $WA || { cat /out/watch.err; exit 68; }; sleep 0.1; i=$((i+1)); done\n\
@@ -331,12 +339,15 @@ fn boot1() -> String {
           sleep 3\n\
           kill -STOP $W\n\
           mark stopped\n\
+          writes md6 98304 4194304 || exit 73\n\
+          md-bitmap predict --json --no-kernel --measure-mib 0 --sample-secs 0 --array md6 > /out/pred-md6.json || exit 74\n\
+          mark predicted-md6\n\
           /usr/local/bin/dd if=/dev/urandom of=/dev/md5 bs=65536 count=1 seek=65536 oflag=direct,seek_bytes conv=notrunc 2>/dev/null || exit 70\n\
           cat /sys/block/md5/md/array_state > /out/md5-state-before-crash\n\
           wc -l < /out/watch.ndjson > /out/watch-lines-at-stop\n\
           cp /tmp/wl-* /out/\n\
           sleep 1.5\n\
-          cat /sys/block/md0/md/array_state /sys/block/md1/md/array_state /sys/block/md4/md/array_state > /out/state-before-crash\n\
+          cat /sys/block/md0/md/array_state /sys/block/md1/md/array_state /sys/block/md4/md/array_state /sys/block/md6/md/array_state > /out/state-before-crash\n\
           dmesg > /out/dmesg1\n\
           mark kill\n\
           mdb_crash\n";
@@ -344,14 +355,14 @@ fn boot1() -> String {
 }
 
 /// The arrays boot 2 assembles and resyncs.
-const RESYNCED: [&str; 4] = ["md0", "md1", "md4", "md5"];
+const RESYNCED: [&str; 5] = ["md0", "md1", "md4", "md5", "md6"];
 
 fn boot2() -> String {
     let mut s = helpers() + "mark start\n";
     let mut all = Vec::new();
     s += "echo 1 > /sys/module/md_mod/parameters/start_ro || exit 52\n";
     // The bitmaps as md will load them, before anything is assembled.
-    for name in ["md0", "md1", "md5"] {
+    for name in ["md0", "md1", "md5", "md6"] {
         for d in members(name) {
             s += &format!("md-bitmap inspect --json /dev/{d} > /out/ondisk-{d}.json || exit 56\n");
         }
@@ -384,10 +395,11 @@ fn boot2() -> String {
          mdadm --readwrite /dev/md1 || exit 54\n\
          mdadm --readwrite /dev/md4 || exit 54\n\
          mdadm --readwrite /dev/md5 || exit 54\n\
+         mdadm --readwrite /dev/md6 || exit 54\n\
          mark readwrite\n\
          sleep 3; mark predict-running\n\
          md-bitmap predict --json --no-kernel --measure-mib 0 --sample-secs 0 --array md0 > /out/pred-running.json || exit 55\n\
-         wait_done md0 resync 1; wait_done md1 resync 1; wait_done md4 resync 1; wait_done md5 resync 1\n\
+         wait_done md0 resync 1; wait_done md1 resync 1; wait_done md4 resync 1; wait_done md5 resync 1; wait_done md6 resync 1\n\
          mark resynced\n\
          stats crash-after \"{all}\"\n\
          dmesg > /out/dmesg2\n"
@@ -839,7 +851,7 @@ fn run(series: Series) {
             .unwrap()
             .split_whitespace()
             .collect::<Vec<_>>(),
-        ["active", "active", "active"],
+        ["active", "active", "active", "active"],
         "the arrays are unclean when killed"
     );
     assert!(
@@ -991,22 +1003,11 @@ fn run(series: Series) {
     assert_eq!(c["kind"], "full", "{c}");
     assert!(c["reason"].as_str().unwrap().contains("no bitmap"), "{c}");
     assert_eq!(c["sync_bytes_per_member"], NO_BITMAP_KIB * 1024);
-    let d = sync_durations(&dmesg2, "md4", "resync").first().copied();
-    Check {
-        kernel: &kernel,
-        what: "md4 raid1 crash resync without a bitmap (full)",
-        removed: None,
-        failures: &mut failures,
-    }
-    .sync(
-        c,
-        CHUNK,
-        &stats(&r2.out_file("stat-crash-before").unwrap()),
-        &stats(&r2.out_file("stat-crash-after").unwrap()),
-        d,
-    );
+    let what = "md4 raid1 crash resync without a bitmap (full)";
+    crash_resync(&kernel, "md4", what, c, &r2, &dmesg2, &mut failures);
 
     check_stale(&kernel, &r1, &r2, &dmesg2, &lowered, &mut failures);
+    check_raid10(&kernel, &r1, &r2, &dmesg2, &mut failures);
 
     // The running resync (taken 3 s into md0's): what is left by the bitmap, and the ETA from
     // md's sync_speed, against when md logged it done. Reported, not asserted: md's sync_speed
@@ -1100,6 +1101,84 @@ fn make_stale(dir: &std::path::Path) -> Vec<(String, u64, u64, u64)> {
         out.push((dev(i), before, lowered, sb));
     }
     out
+}
+
+/// md6 (raid10 near=2 over 3 members, 64 KiB RAID and bitmap chunks): 8 writes of 96 KiB,
+/// 4 KiB past each 4 MiB of the array, complete before `predict` and the kill, so the crash
+/// leaves exactly bitmap chunks 64k and 64k + 1 (k < 8) set (time_base 30 s: no daemon pass
+/// clears them first). md's raid10 resync reads every copy of each (`raid10_sync_request`) and
+/// rewrites none (the copies agree): per member, the prediction's reads and no writes, within
+/// half a chunk; and the duration of 1 MiB of array address space at speed_max.
+fn check_raid10(
+    kernel: &str,
+    r1: &RunResult,
+    r2: &RunResult,
+    dmesg2: &str,
+    failures: &mut Vec<String>,
+) {
+    let p = prediction(r1, "pred-md6.json", "md6");
+    assert_eq!(p["level"], "raid10");
+    assert_eq!(p["bitmap_chunk_bytes"], CHUNK);
+    let c = &p["crash_now"];
+    assert_eq!(c["kind"], "bitmap", "{c}");
+    let want: BTreeSet<u64> = (0..WRITES as u64)
+        .flat_map(|k| [64 * k, 64 * k + 1])
+        .collect();
+    let pred = set_of(&c["chunk_ranges"]);
+    if pred != want {
+        failures.push(format!(
+            "{kernel} md6: predicted chunks {} (want {})",
+            show(&pred),
+            show(&want)
+        ));
+    }
+    for d in members("md6") {
+        let rec = &ndjson(&r2.out_file(&format!("ondisk-{d}.json")).unwrap())[0];
+        let on = set_of(&rec["dirty_ranges"]);
+        if on != pred {
+            failures.push(format!(
+                "{kernel} md6: {d} has {} on disk after the crash, predicted {}",
+                show(&on),
+                show(&pred)
+            ));
+        }
+    }
+    crash_resync(
+        kernel,
+        "md6",
+        "md6 raid10 crash resync",
+        c,
+        r2,
+        dmesg2,
+        failures,
+    );
+}
+
+/// Check one of boot 2's crash resyncs of `array` (the stat deltas around them all and md's
+/// log of this one) against the prediction `cost`.
+fn crash_resync(
+    kernel: &str,
+    array: &str,
+    what: &str,
+    cost: &serde_json::Value,
+    r2: &RunResult,
+    dmesg2: &str,
+    failures: &mut Vec<String>,
+) {
+    let d = sync_durations(dmesg2, array, "resync").first().copied();
+    Check {
+        kernel,
+        what,
+        removed: None,
+        failures,
+    }
+    .sync(
+        cost,
+        CHUNK,
+        &stats(&r2.out_file("stat-crash-before").unwrap()),
+        &stats(&r2.out_file("stat-crash-after").unwrap()),
+        d,
+    );
 }
 
 /// md5: crashed while active, its bitmap made stale on the host. md must log the bitmap out of
@@ -1241,19 +1320,6 @@ fn check_stale(
         "{c}"
     );
     assert_eq!(c["sync_bytes_per_member"], STALE_KIB * 1024);
-    let c = &c;
-    let d = sync_durations(dmesg2, "md5", "resync").first().copied();
-    Check {
-        kernel,
-        what: "md5 raid1 crash resync with a stale bitmap (full)",
-        removed: None,
-        failures,
-    }
-    .sync(
-        c,
-        CHUNK,
-        &stats(&r2.out_file("stat-crash-before").unwrap()),
-        &stats(&r2.out_file("stat-crash-after").unwrap()),
-        d,
-    );
+    let what = "md5 raid1 crash resync with a stale bitmap (full)";
+    crash_resync(kernel, "md5", what, &c, r2, dmesg2, failures);
 }
