@@ -15,8 +15,8 @@
 //!   each stripe; a resync writes parity only where `handle_parity_checks5/6` finds a mismatch;
 //!   a recovery writes the rebuilt member. A raid10 resync (`raid10_sync_request`, whose
 //!   bitmap and progress are in the array's address space) reads every copy of each synced
-//!   range and rewrites later copies only where they differ from the first; raid10
-//!   recovery (re-add) is not modelled;
+//!   range and rewrites later copies only where they differ from the first; a degraded
+//!   raid10's resync and raid10 recovery (re-add) are not modelled;
 //! * when md does it all: no bitmap (`recovery_cp = 0` after an unclean stop, so
 //!   `md_do_sync` covers the whole component), a stale bitmap (`md_bitmap_read_sb`:
 //!   bitmap events older than the array's → `BITMAP_STALE`, every bit set), a member whose
@@ -636,6 +636,16 @@ fn crash_now(inp: &Inputs) -> Cost {
         );
     }
     let degraded = working < inp.raid_disks;
+    if inp.level == "raid10" && degraded {
+        return cost(
+            inp,
+            "crash_now",
+            CostKind::Unmodelled,
+            "the resync of a degraded raid10 after a crash is not modelled (only that of a whole one)".into(),
+            &[],
+            None,
+        );
+    }
     if parity_level(&inp.level)
         && degraded
         && !matches!(inp.array_state.as_str(), "clean" | "readonly" | "read-auto")

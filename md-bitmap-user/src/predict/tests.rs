@@ -386,10 +386,11 @@ fn raid10_without_a_bitmap_resyncs_the_whole_array() {
 }
 
 #[test]
-fn raid10_re_add_stays_unmodelled() {
+fn raid10_re_add_and_a_degraded_crash_stay_unmodelled() {
     let mut inp = raid10_n2x3(vec![0..3]);
     inp.members[1].faulty = true;
     let p = predict(&inp);
     assert_eq!(p.re_add.len(), 1);
     assert_eq!(p.re_add[0].kind, CostKind::Unmodelled);
+    assert_eq!(p.crash_now.kind, CostKind::Unmodelled);
 }
