@@ -15,8 +15,10 @@
 //!   each stripe; a resync writes parity only where `handle_parity_checks5/6` finds a mismatch;
 //!   a recovery writes the rebuilt member. A raid10 resync (`raid10_sync_request`, whose
 //!   bitmap and progress are in the array's address space) reads every copy of each synced
-//!   range and rewrites later copies only where they differ from the first; a degraded
-//!   raid10's resync and raid10 recovery (re-add) are not modelled;
+//!   range and rewrites later copies only where they differ from the first; a raid10
+//!   recovery (re-add) writes the member's copies of the NEEDED chunks from the first in-sync
+//!   copy (its duration is not predicted: md paces it differently by kernel); a degraded raid10's
+//!   crash resync is not modelled;
 //! * when md does it all: no bitmap (`recovery_cp = 0` after an unclean stop, so
 //!   `md_do_sync` covers the whole component), a stale bitmap (`md_bitmap_read_sb`:
 //!   bitmap events older than the array's → `BITMAP_STALE`, every bit set), a member whose
@@ -306,6 +308,89 @@ fn to_pairs(ranges: &[Range<u64>]) -> Vec<[u64; 2]> {
     ranges.iter().map(|r| [r.start, r.end]).collect()
 }
 
+/// Why a raid10 recovery has no predicted duration.
+const RAID10_RECOVERY_PACE: &str = "Its duration is not predicted: md paces a raid10 recovery differently by kernel (measured: on 6.1 the sectors raid10_sync_request skips before each recovered range count toward sync_speed_max, so the member's whole span up to the last recovered range is paced; on 6.12 they do not)";
+
+/// A raid10 recovery of the member in `slot` (`raid10_sync_request`'s recovery branch): md walks
+/// the member's sectors, maps each back to the array (`raid10_find_virt`) and recovers it when
+/// its bitmap chunk is NEEDED (every chunk for a full recovery), reading the first In_sync copy
+/// in `raid10_find_phys` order and writing the member's. Returns the bytes recovered and the
+/// I/O per member.
+fn raid10_recovery_io(
+    inp: &Inputs,
+    ranges: &[Range<u64>],
+    kind: CostKind,
+    target: &str,
+    slot: u32,
+) -> (u64, Vec<MemberIo>) {
+    let (Some(b), Some(map)) = (inp.bitmap.as_ref(), raid10_geometry(inp)) else {
+        return (0, vec![]);
+    };
+    let Some(conf) = map.raid10() else {
+        return (0, vec![]);
+    };
+    let (ch, sync) = (conf.chunk_sectors(), map.sync_size());
+    let shift = (b.chunk_bytes / 512).max(1).trailing_zeros();
+    // A full recovery: every chunk.
+    let all = 0..sync.div_ceil(1 << shift);
+    let ranges = if kind == CostKind::Full {
+        std::slice::from_ref(&all)
+    } else {
+        ranges
+    };
+    let in_sync = |dev: u32| {
+        inp.members
+            .iter()
+            .any(|m| m.slot == Some(dev) && m.in_sync && !m.faulty)
+    };
+    let mut reads: std::collections::BTreeMap<u32, u64> = Default::default();
+    let mut written = 0u64;
+    for chunk in ranges.iter().flat_map(|r| r.clone()) {
+        let (mut p, e) = (chunk << shift, ((chunk + 1) << shift).min(sync));
+        while p < e {
+            let q = ((p / ch + 1) * ch).min(e);
+            let copies: Vec<_> = conf.copies(p).collect();
+            if copies.iter().any(|c| c.dev == slot)
+                && let Some(src) = copies.iter().find(|c| c.dev != slot && in_sync(c.dev))
+            {
+                *reads.entry(src.dev).or_default() += (q - p) * 512;
+                written += (q - p) * 512;
+            }
+            p = q;
+        }
+    }
+    let mut io: Vec<MemberIo> = inp
+        .members
+        .iter()
+        .filter(|m| !m.faulty && m.slot.is_some() && m.slot != Some(slot))
+        .map(|m| {
+            let r = reads.get(&m.slot.unwrap_or(u32::MAX)).copied().unwrap_or(0);
+            MemberIo {
+                name: m.name.clone(),
+                slot: m.slot,
+                role: if r > 0 { "read source" } else { "idle" }.into(),
+                read_bytes: r,
+                write_bytes: 0,
+                write_bytes_max: 0,
+            }
+        })
+        .collect();
+    io.sort_by_key(|m| m.slot);
+    io.push(MemberIo {
+        name: if target.is_empty() {
+            REMOVED_MEMBER.to_string()
+        } else {
+            target.to_string()
+        },
+        slot: Some(slot),
+        role: "write target".into(),
+        read_bytes: 0,
+        write_bytes: written,
+        write_bytes_max: written,
+    });
+    (written, io)
+}
+
 /// md's `read_disk` choice in `raid1_sync_request`: the first in-sync, non-faulty, not
 /// write-mostly mirror by slot, else the first write-mostly one.
 fn raid1_read_disk(members: &[&MemberInput]) -> Option<usize> {
@@ -481,14 +566,29 @@ fn cost(
         CostKind::Full => sync_sectors(inp) * 512,
         _ => 0,
     };
-    let members = if bytes == 0 {
-        vec![]
+    let (bytes, members) = if bytes == 0 {
+        (0, vec![])
     } else if inp.level == "raid10" {
-        raid10_resync_io(inp, kind, ranges)
+        match target {
+            Some((name, Some(slot))) => raid10_recovery_io(inp, ranges, kind, name, slot),
+            _ => (bytes, raid10_resync_io(inp, kind, ranges)),
+        }
     } else {
-        member_io(inp, bytes, target.map(|t| t.0), target.and_then(|t| t.1))
+        let io = member_io(inp, bytes, target.map(|t| t.0), target.and_then(|t| t.1));
+        (bytes, io)
     };
-    let duration = duration(inp, bytes, &members);
+    // A raid10 recovery's pace depends on the kernel (see raid10_recovery_io).
+    let raid10_recovery = inp.level == "raid10" && target.is_some();
+    let duration = if raid10_recovery {
+        None
+    } else {
+        duration(inp, bytes, &members)
+    };
+    let reason = if raid10_recovery && bytes > 0 {
+        format!("{reason}. {RAID10_RECOVERY_PACE}")
+    } else {
+        reason
+    };
     let bitmapped = kind == CostKind::Bitmap;
     Cost {
         scenario: scenario.into(),
@@ -734,8 +834,9 @@ fn re_add(inp: &Inputs) -> Vec<Cost> {
             .or(failed.clone())
             .unwrap_or_default();
         let t = Some((target.as_str(), Some(slot)));
+        let raid10 = inp.level == "raid10" && inp.bitmap.is_some();
         if let (Some(c), Some(b)) = (cand, &inp.bitmap)
-            && modelled(&inp.level)
+            && (modelled(&inp.level) || raid10)
         {
             let full = match c.superblock {
                 None => Some(format!(
@@ -757,7 +858,7 @@ fn re_add(inp: &Inputs) -> Vec<Cost> {
                 continue;
             }
         }
-        if !modelled(&inp.level) {
+        if !modelled(&inp.level) && !raid10 {
             out.push(cost(
                 inp,
                 "re_add",

@@ -12,6 +12,14 @@ fn member(name: &str, slot: u32) -> MemberInput {
     }
 }
 
+/// (name, read bytes, write bytes) of each member in a cost.
+fn name_read_write(c: &Cost) -> Vec<(&str, u64, u64)> {
+    c.members
+        .iter()
+        .map(|m| (m.name.as_str(), m.read_bytes, m.write_bytes))
+        .collect()
+}
+
 /// A 64 MiB-per-member array with a 64 KiB bitmap chunk and `dirty` chunks set on disk.
 fn array(level: &str, n: u32, dirty: Vec<Range<u64>>) -> Inputs {
     Inputs {
@@ -174,11 +182,7 @@ fn raid1_re_add_of_a_faulty_member_writes_only_it() {
     a.members[2].in_sync = false;
     let r = &predict(&a).re_add[0];
     assert_eq!(r.member.as_deref(), Some("vdc"));
-    let io: Vec<(&str, u64, u64)> = r
-        .members
-        .iter()
-        .map(|m| (m.name.as_str(), m.read_bytes, m.write_bytes))
-        .collect();
+    let io = name_read_write(r);
     assert_eq!(
         io,
         vec![("vda", 131072, 0), ("vdb", 0, 0), ("vdc", 0, 131072)]
@@ -386,11 +390,40 @@ fn raid10_without_a_bitmap_resyncs_the_whole_array() {
 }
 
 #[test]
-fn raid10_re_add_and_a_degraded_crash_stay_unmodelled() {
+fn raid10_degraded_crash_stays_unmodelled() {
     let mut inp = raid10_n2x3(vec![0..3]);
     inp.members[1].faulty = true;
+    assert_eq!(predict(&inp).crash_now.kind, CostKind::Unmodelled);
+}
+
+#[test]
+fn raid10_re_add_writes_the_members_copies_from_the_first_in_sync_copy() {
+    // Member 1 (vdb) left: chunk 0's copies are on members 0 and 1 (row 0), chunk 1's on 2
+    // and 0, chunk 2's on 1 and 2 (row 1). Recovery writes vdb's copies of chunks 0 and 2,
+    // read from vda and vdc.
+    let mut inp = raid10_n2x3(vec![0..3]);
+    inp.members.remove(1);
     let p = predict(&inp);
     assert_eq!(p.re_add.len(), 1);
-    assert_eq!(p.re_add[0].kind, CostKind::Unmodelled);
-    assert_eq!(p.crash_now.kind, CostKind::Unmodelled);
+    let c = &p.re_add[0];
+    assert_eq!(c.kind, CostKind::Bitmap, "{}", c.reason);
+    assert_eq!(c.slot, Some(1));
+    let io = name_read_write(c);
+    assert_eq!(
+        io,
+        vec![
+            ("vda", 65536, 0),
+            ("vdc", 65536, 0),
+            (REMOVED_MEMBER, 0, 2 * 65536)
+        ]
+    );
+    assert_eq!(c.sync_bytes_per_member, 2 * 65536);
+    assert!(c.duration.is_none());
+    assert!(c.reason.contains("not predicted"), "{}", c.reason);
+    // Chunk 100 (copies at positions 200 and 201: members 2 and 0, rows 66 and 67) has no
+    // copy on member 1: nothing to recover.
+    let mut inp = raid10_n2x3(vec![100..101]);
+    inp.members.remove(1);
+    let c = &predict(&inp).re_add[0];
+    assert_eq!(c.total_write_bytes, 0);
 }
