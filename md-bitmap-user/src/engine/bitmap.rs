@@ -1141,7 +1141,9 @@ impl Bitmap {
             // fewer 1 -> 0 steps than its count) cannot free the page: one pass. Otherwise
             // (and for the last, partial block) the 1s and 2s are found first.
             let count = self.pages[page].count;
-            let mut tail = [0u16; 64];
+            // The last, partial block, padded with zeros (made only for it: full blocks are
+            // stepped in place).
+            let mut partial: Option<[u16; 64]> = None;
             let blk = match <&mut [u16; 64]>::try_from(&mut self.counters[base..end]) {
                 Ok(blk) if count > 64 => {
                     let steps = block::tick(blk, need_sync);
@@ -1151,8 +1153,9 @@ impl Bitmap {
                 }
                 Ok(blk) => blk,
                 Err(_) => {
-                    tail[..end - base].copy_from_slice(&self.counters[base..end]);
-                    &mut tail
+                    let mut t = [0u16; 64];
+                    t[..end - base].copy_from_slice(&self.counters[base..end]);
+                    partial.insert(t)
                 }
             };
             let (m1, m2) = block::masks(blk);
@@ -1169,8 +1172,8 @@ impl Bitmap {
                 continue;
             }
             let steps = block::tick_masked(blk, (m1, m2), need_sync);
-            if end - base < 64 {
-                self.counters[base..end].copy_from_slice(&tail[..end - base]);
+            if let Some(t) = &partial {
+                self.counters[base..end].copy_from_slice(&t[..end - base]);
             }
             self.apply_block_steps(page, base, steps, pass);
             base = end;
