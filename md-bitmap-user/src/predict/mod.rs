@@ -359,10 +359,9 @@ fn raid10_recovery_io(
             p = q;
         }
     }
-    let mut io: Vec<MemberIo> = inp
-        .members
-        .iter()
-        .filter(|m| !m.faulty && m.slot.is_some() && m.slot != Some(slot))
+    let mut io: Vec<MemberIo> = present_by_slot(inp)
+        .into_iter()
+        .filter(|m| m.slot != Some(slot))
         .map(|m| {
             let r = reads.get(&m.slot.unwrap_or(u32::MAX)).copied().unwrap_or(0);
             MemberIo {
@@ -375,19 +374,7 @@ fn raid10_recovery_io(
             }
         })
         .collect();
-    io.sort_by_key(|m| m.slot);
-    io.push(MemberIo {
-        name: if target.is_empty() {
-            REMOVED_MEMBER.to_string()
-        } else {
-            target.to_string()
-        },
-        slot: Some(slot),
-        role: "write target".into(),
-        read_bytes: 0,
-        write_bytes: written,
-        write_bytes_max: written,
-    });
+    io.push(recovery_target_io(target, Some(slot), written));
     (written, io)
 }
 
@@ -466,20 +453,36 @@ fn member_io(
     if let Some(t) = recovery_target
         && !out.iter().any(|m| m.name == t)
     {
-        out.push(MemberIo {
-            name: if t.is_empty() {
-                REMOVED_MEMBER.to_string()
-            } else {
-                t.to_string()
-            },
-            slot: recovery_slot,
-            role: "write target".into(),
-            read_bytes: 0,
-            write_bytes: bytes,
-            write_bytes_max: bytes,
-        });
+        out.push(recovery_target_io(t, recovery_slot, bytes));
     }
     out
+}
+
+/// The member a recovery writes `bytes` to, named `name` (empty: one md no longer lists).
+fn recovery_target_io(name: &str, slot: Option<u32>, bytes: u64) -> MemberIo {
+    MemberIo {
+        name: if name.is_empty() {
+            REMOVED_MEMBER.to_string()
+        } else {
+            name.to_string()
+        },
+        slot,
+        role: "write target".into(),
+        read_bytes: 0,
+        write_bytes: bytes,
+        write_bytes_max: bytes,
+    }
+}
+
+/// The members md can read or write (not faulty, in a slot), by slot.
+fn present_by_slot(inp: &Inputs) -> Vec<&MemberInput> {
+    let mut members: Vec<&MemberInput> = inp
+        .members
+        .iter()
+        .filter(|m| !m.faulty && m.slot.is_some())
+        .collect();
+    members.sort_by_key(|m| m.slot);
+    members
 }
 
 /// md_do_sync's time for `bytes` per member at a cap of `cap_kibs`. md measures its speed as
@@ -566,19 +569,23 @@ fn cost(
         CostKind::Full => sync_sectors(inp) * 512,
         _ => 0,
     };
-    let (bytes, members) = if bytes == 0 {
-        (0, vec![])
-    } else if inp.level == "raid10" {
-        match target {
-            Some((name, Some(slot))) => raid10_recovery_io(inp, ranges, kind, name, slot),
-            _ => (bytes, raid10_resync_io(inp, kind, ranges)),
-        }
-    } else {
-        let io = member_io(inp, bytes, target.map(|t| t.0), target.and_then(|t| t.1));
-        (bytes, io)
+    // A raid10 recovery (a re-add's target): its pace depends on the kernel (see
+    // RAID10_RECOVERY_PACE).
+    let raid10 = inp.level == "raid10";
+    let raid10_recovery = match target {
+        Some((name, Some(slot))) if raid10 => Some((name, slot)),
+        _ => None,
     };
-    // A raid10 recovery's pace depends on the kernel (see raid10_recovery_io).
-    let raid10_recovery = inp.level == "raid10" && target.is_some();
+    let (bytes, members) = match raid10_recovery {
+        _ if bytes == 0 => (0, vec![]),
+        Some((name, slot)) => raid10_recovery_io(inp, ranges, kind, name, slot),
+        None if raid10 => (bytes, raid10_resync_io(inp, kind, ranges)),
+        None => {
+            let io = member_io(inp, bytes, target.map(|t| t.0), target.and_then(|t| t.1));
+            (bytes, io)
+        }
+    };
+    let raid10_recovery = raid10_recovery.is_some();
     let duration = if raid10_recovery {
         None
     } else {
@@ -665,13 +672,7 @@ fn raid10_resync_io(inp: &Inputs, kind: CostKind, ranges: &[Range<u64>]) -> Vec<
             }
         }
     }
-    let mut members: Vec<&MemberInput> = inp
-        .members
-        .iter()
-        .filter(|m| !m.faulty && m.slot.is_some())
-        .collect();
-    members.sort_by_key(|m| m.slot);
-    members
+    present_by_slot(inp)
         .into_iter()
         .map(|m| {
             let (r, w) = per_slot
