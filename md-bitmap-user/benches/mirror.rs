@@ -4,7 +4,10 @@
 //! the lag of each). Prints ns per event and events per second on one core.
 //!
 //! `cargo bench -p md-bitmap-user --bench mirror` (`MIRROR_BENCH_WRITES=N`).
+#[path = "common/xorshift.rs"]
+mod xorshift;
 use std::time::Instant;
+use xorshift::XorShift;
 
 use md_bitmap::engine::{BitmapGeometry, KernelVariant};
 use md_bitmap::feed::record::{DevNum, EventKind, FeedEvent};
@@ -39,13 +42,8 @@ fn info() -> ArrayInfo {
 
 /// The events of `n` 4 KiB writes, `qd` in flight, 10 µs apart.
 fn events(n: u64, qd: u64) -> Vec<FeedEvent> {
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = XorShift::new();
+    let mut next = || rng.next_u64();
     let sectors_total = 128u64 << 20;
     let offs: Vec<u64> = (0..n)
         .map(|_| (next() % (sectors_total - 8)) & !7)

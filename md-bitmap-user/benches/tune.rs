@@ -16,7 +16,10 @@
 //! The trace: a 64 GiB raid1, 10 µs between writes (100 s), 4–64 KiB writes, 70 % in
 //! sequential streams and 30 % random, 1 ms latency, the md thread waking into the daemon
 //! every 5 s.
+#[path = "common/xorshift.rs"]
+mod xorshift;
 use std::time::Instant;
+use xorshift::XorShift;
 
 use md_bitmap::trace::{Trace, TraceEvent, TraceHeader, TraceLoss};
 use md_bitmap::tune::{DaemonMode, ReplayInput, ReplayOptions, counter_floor, replay, replay_all};
@@ -50,13 +53,8 @@ fn header() -> TraceHeader {
 }
 
 fn synthetic(n: u64) -> Trace {
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = XorShift::new();
+    let mut next = || rng.next_u64();
     let sectors_total = 128u64 << 20;
     let mut streams = [0u64; 8];
     for s in &mut streams {
