@@ -332,6 +332,12 @@ impl ReplayInput {
         self
     }
 
+    /// The bitmap geometry under `chunk_bytes` chunks over the trace's bitmap space.
+    pub(crate) fn geometry(&self, chunk_bytes: u64) -> Result<BitmapGeometry> {
+        BitmapGeometry::new(chunk_bytes, self.sync_sectors)
+            .map_err(|e| anyhow::anyhow!("chunk size {chunk_bytes}: {e:?}"))
+    }
+
     /// Whether the trace carries the md thread's wake-ups into the daemon.
     pub fn has_daemon_events(&self) -> bool {
         self.sleep_jiffies.is_some()
@@ -562,8 +568,7 @@ pub fn replay(input: &ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Re
 /// counters (0 for a trace whose writes all completed), so that the work cannot be optimised
 /// away.
 pub fn counter_floor(input: &ReplayInput, chunk_bytes: u64) -> Result<u64> {
-    let geo = BitmapGeometry::new(chunk_bytes, input.sync_sectors)
-        .map_err(|e| anyhow::anyhow!("chunk size {chunk_bytes}: {e:?}"))?;
+    let geo = input.geometry(chunk_bytes)?;
     let shift = geo.chunkshift();
     // Chunks past the bitmap's (a damaged trace) are left out.
     let last = input.last_call_sector.map_or(0, |s| s >> shift);
@@ -648,8 +653,7 @@ struct SizeRun<'a> {
 
 impl<'a> SizeRun<'a> {
     fn new(input: &'a ReplayInput, chunk_bytes: u64, opts: &ReplayOptions) -> Result<Self> {
-        let geo = BitmapGeometry::new(chunk_bytes, input.sync_sectors)
-            .map_err(|e| anyhow::anyhow!("chunk size {chunk_bytes}: {e:?}"))?;
+        let geo = input.geometry(chunk_bytes)?;
         let shift = geo.chunkshift();
         let recorded = opts.daemon == DaemonMode::Recorded && input.has_daemon_events();
         // Engine time: jiffies with recorded wake-ups, else nanoseconds.
