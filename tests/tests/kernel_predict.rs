@@ -48,10 +48,10 @@
 //! loaded it (inspected before assembly) and must say full, stale bitmap.
 //!
 //! Boot 2 (same disk files, no dm-delay): every member's bitmap is read with O_DIRECT before
-//! anything is assembled (what md_bitmap_init_from_disk will load); md0, md1, md4, md5 are assembled
-//! read-only-auto (`start_ro`), each member's `/sys/block/*/stat` is read, the arrays are
-//! switched to read-write so md resyncs, and the stats are read again once md logs `resync
-//! done`.
+//! anything is assembled (what md_bitmap_init_from_disk will load); md0, md1, md4, md5, md6 are
+//! assembled read-only-auto (`start_ro`), each member's `/sys/block/*/stat` is read, the arrays
+//! are switched to read-write so md resyncs, and the stats are read again once md logs `resync
+//! done`. Then md6 goes through a re-add (see `check_raid10`).
 //!
 //! Asserted per sync and member: sectors read and written (stat deltas) equal the prediction at
 //! chunk granularity (within half a bitmap chunk: the only other I/O is md's superblock and
@@ -1185,7 +1185,7 @@ fn check_raid10(
     crash_resync(kernel, "md6", what, c, r2, dmesg2, failures);
 
     // The re-add in boot 2: the member's copies of the NEEDED chunks, read from the first
-    // in-sync copy; md counts the member's sectors up to the last one recovered.
+    // in-sync copy.
     let p = prediction(r2, "pred-readd-md6.json", "md6");
     let re = &p["re_add"].as_array().unwrap()[0];
     assert_eq!(re["kind"], "bitmap", "md6: {re}");
