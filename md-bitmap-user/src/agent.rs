@@ -731,8 +731,10 @@ impl Agent {
     /// last bitmap call, or during one, is not compared (false: try again). Otherwise the
     /// drift is recorded (and, when it is not zero, what the mirror knew about each drifting
     /// chunk is logged: see [`MirrorArray::drift_report`]); drift at two reconciliations in
-    /// a row re-seeds the mirror. True when the array was reconciled (or has nothing to
-    /// reconcile).
+    /// a row re-seeds the mirror. An array whose `struct mddev` or `struct bitmap` is no longer
+    /// the one its mirror was seeded with (stopped and reassembled since the last rescan) is
+    /// not compared but rescanned, which re-seeds it. True when the array was reconciled (or
+    /// has nothing to reconcile).
     fn try_reconcile(&mut self, n: &str) -> Result<bool> {
         if self.mirror.arrays.get(n).is_none_or(|a| a.bitmap.is_none()) {
             return Ok(true);
@@ -756,6 +758,22 @@ impl Agent {
         };
         let t1 = monotonic_ns();
         self.drain_to_backlog()?;
+        // Stopped and reassembled (or its bitmap re-created) since the last rescan: the read is
+        // of the new array's bitmap, whose bitmap calls the mirror of the old one never routed.
+        // Checked after the read: a new array that wrote the bits read already existed.
+        let Some((dev, mddev, bitmap)) = self
+            .mirror
+            .arrays
+            .get(n)
+            .map(|a| (a.info.dev, a.mddev, a.bitmap_addr))
+        else {
+            return Ok(true);
+        };
+        if self.kernel_objects_moved(dev, mddev, bitmap) {
+            tracing::info!("{n}: re-created in the kernel since the last rescan; not compared");
+            self.rescan()?;
+            return Ok(true);
+        }
         let during = self.backlog.iter().find(|ev| {
             ev.ts_ns <= t1
                 && !matches!(

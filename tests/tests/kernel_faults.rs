@@ -539,6 +539,13 @@ fn run(series: Series) {
         eprintln!("  {l}");
     }
     let deferred = deferred.len();
+    // Reads of an array stopped and reassembled since the agent's last rescan, not compared
+    // with the old array's mirror (agent.rs, try_reconcile): the fast reassembly can land one.
+    let recreated = w1err
+        .lines()
+        .filter(|l| l.contains("re-created in the kernel since the last rescan"))
+        .count();
+    eprintln!("kernel {rel}: reads of a re-created md0 not compared: {recreated}");
     // End-write events the kernel skipped (a kprobe that fires while another BPF program runs
     // on the CPU), applied at the array bio's completion with md's `success` for the array's
     // state (mirror/mod.rs, `repair_success`): false while a member is missing.
