@@ -16,3 +16,4 @@ pub mod sysfs;
 pub mod trace;
 pub mod tui;
 pub mod tune;
+pub mod units;

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::units;
+
 use super::{BitmapInput, Inputs, MemberInput, Prediction, predict};
 use crate::ondisk::{ReadAt, read_member};
 use crate::sysfs::{ArrayInfo, Sysfs};
@@ -316,21 +318,6 @@ fn candidate(dev: &Path, array_uuid: &[u8; 16]) -> Result<super::CandidateInput>
     })
 }
 
-fn human(bytes: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
-
 fn cost_text(out: &mut String, title: &str, c: &super::Cost) {
     use std::fmt::Write;
     let _ = writeln!(out, "  {title}: {:?} — {}", c.kind, c.reason);
@@ -338,18 +325,18 @@ fn cost_text(out: &mut String, title: &str, c: &super::Cost) {
         let _ = writeln!(
             out,
             "    {} per member{}; read {}, written {}",
-            human(c.sync_bytes_per_member),
+            units::bytes(c.sync_bytes_per_member),
             if c.chunks > 0 {
                 format!(" ({} bitmap chunks)", c.chunks)
             } else {
                 String::new()
             },
-            human(c.total_read_bytes),
-            human(c.total_write_bytes)
+            units::bytes(c.total_read_bytes),
+            units::bytes(c.total_write_bytes)
         );
         for m in &c.members {
             let wmax = if m.write_bytes_max > m.write_bytes {
-                format!(" (up to {})", human(m.write_bytes_max))
+                format!(" (up to {})", units::bytes(m.write_bytes_max))
             } else {
                 String::new()
             };
@@ -359,16 +346,20 @@ fn cost_text(out: &mut String, title: &str, c: &super::Cost) {
                 m.name,
                 m.slot.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
                 m.role,
-                human(m.read_bytes),
-                human(m.write_bytes)
+                units::bytes(m.read_bytes),
+                units::bytes(m.write_bytes)
             );
         }
     }
     if let Some(d) = &c.duration {
         let _ = writeln!(
             out,
-            "    duration ≈ {:.1} s idle ({:.0} KiB/s, limited by {}), ≤ {:.1} s if busy; expected {:.1} s",
-            d.idle_secs, d.rate_kibs, d.limited_by, d.busy_secs_max, d.expected_secs
+            "    duration ≈ {} idle ({:.0} KiB/s, limited by {}), ≤ {} if busy; expected {}",
+            units::duration(d.idle_secs),
+            d.rate_kibs,
+            d.limited_by,
+            units::duration(d.busy_secs_max),
+            units::duration(d.expected_secs)
         );
     }
 }
@@ -382,9 +373,9 @@ pub fn render_text(p: &Prediction) -> String {
         "{} {}: component {}{}",
         p.array,
         p.level,
-        human(p.component_bytes),
+        units::bytes(p.component_bytes),
         p.bitmap_chunk_bytes
-            .map(|c| format!(", bitmap chunk {}", human(c)))
+            .map(|c| format!(", bitmap chunk {}", units::bytes(c)))
             .unwrap_or_else(|| ", no bitmap".into())
     );
     cost_text(&mut out, "crash now", &p.crash_now);
@@ -410,14 +401,10 @@ pub fn render_text(p: &Prediction) -> String {
             out,
             "  running {}: {} left by the bitmap ({} by sync_completed), ETA {} (sync_completed alone: {}) at {} KiB/s",
             r.action,
-            human(r.remaining_bytes),
-            human(r.remaining_bytes_naive),
-            r.eta_secs
-                .map(|s| format!("{s:.1} s"))
-                .unwrap_or_else(|| "-".into()),
-            r.eta_naive_secs
-                .map(|s| format!("{s:.1} s"))
-                .unwrap_or_else(|| "-".into()),
+            units::bytes(r.remaining_bytes),
+            units::bytes(r.remaining_bytes_naive),
+            r.eta_secs.map_or("-".into(), units::duration),
+            r.eta_naive_secs.map_or("-".into(), units::duration),
             r.sync_speed_kibs
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "-".into())

@@ -316,14 +316,17 @@ fn text_names_each_scenario_its_members_and_assumptions() {
     let t = gather::render_text(&predict(&a));
     eprintln!("{t}");
     assert!(
-        t.starts_with("md0 raid5: component 64.0 MiB, bitmap chunk 64.0 KiB\n"),
+        t.starts_with("md0 raid5: component 64 MiB, bitmap chunk 64 KiB\n"),
         "{t}"
     );
     assert!(t.contains("crash now: None — array_state is clean"), "{t}");
     assert!(t.contains("re-add slot 1: Bitmap"), "{t}");
     assert!(t.contains("(removed member)"), "{t}");
-    assert!(t.contains("128.0 KiB per member (2 bitmap chunks)"), "{t}");
-    assert!(t.contains("duration ≈"), "{t}");
+    assert!(t.contains("128 KiB per member (2 bitmap chunks)"), "{t}");
+    assert!(
+        t.contains("duration ≈ 62 ms idle (2048 KiB/s, limited by speed_max), ≤ 128 ms if busy"),
+        "{t}"
+    );
     assert!(t.contains("  assumptions:\n    - crash now:"), "{t}");
 }
 

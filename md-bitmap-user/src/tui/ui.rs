@@ -10,6 +10,7 @@ use ratatui::widgets::{Block, Borders, Clear, List, ListItem, ListState, Paragra
 
 use super::view::{ArrayView, CellState, LEVELS, intensity_color, light_background};
 use crate::mirror::snapshot::Snapshot;
+use crate::units;
 
 /// Where the data comes from, as the side panel says it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -285,7 +286,7 @@ impl App {
                     v.snap.name,
                     per,
                     if per == 1 { "" } else { "s" },
-                    human_bytes(per.saturating_mul(cb)),
+                    units::bytes(per.saturating_mul(cb)),
                     self.offset,
                     shown_end.saturating_sub(1),
                     chunks,
@@ -365,17 +366,17 @@ impl App {
                 };
                 lines.push(kv("sync", sync));
                 if s.chunk_size_bytes > 0 {
-                    lines.push(kv("raid chunk", human_bytes(s.chunk_size_bytes)));
+                    lines.push(kv("raid chunk", units::bytes(s.chunk_size_bytes)));
                 }
                 match &s.bitmap {
                     Some(b) => {
                         lines.push(kv(
                             "bitmap",
-                            format!("{} × {}", b.chunks, human_bytes(b.chunk_size_bytes)),
+                            format!("{} × {}", b.chunks, units::bytes(b.chunk_size_bytes)),
                         ));
                         lines.push(kv(
                             "covers",
-                            human_bytes(b.sync_size_sectors.saturating_mul(512)),
+                            units::bytes(b.sync_size_sectors.saturating_mul(512)),
                         ));
                         lines.push(kv("daemon", format!("every {}s", b.time_base_secs)));
                         lines.push(kv("location", format!("{} {}", b.metadata, b.location)));
@@ -462,16 +463,19 @@ pub(crate) fn prediction_lines(p: &crate::predict::Prediction) -> Vec<Line<'stat
         let secs = c
             .duration
             .as_ref()
-            .map(|d| format!(", ~{:.0}s", d.expected_secs))
+            .map(|d| format!(", ~{}", units::duration(d.expected_secs)))
             .unwrap_or_default();
         let what = match c.kind {
             CostKind::None => "nothing to sync".to_string(),
             CostKind::Bitmap => format!(
                 "{} chunks, {}/member{secs}",
                 c.chunks,
-                human_bytes(c.sync_bytes_per_member)
+                units::bytes(c.sync_bytes_per_member)
             ),
-            CostKind::Full => format!("FULL {}/member{secs}", human_bytes(c.sync_bytes_per_member)),
+            CostKind::Full => format!(
+                "FULL {}/member{secs}",
+                units::bytes(c.sync_bytes_per_member)
+            ),
             CostKind::Refused => format!("refused: {}", c.reason),
             CostKind::Unmodelled => format!("not modelled: {}", c.reason),
         };
@@ -491,9 +495,9 @@ pub(crate) fn prediction_lines(p: &crate::predict::Prediction) -> Vec<Line<'stat
             &r.action,
             format!(
                 "{} left{}",
-                human_bytes(r.remaining_bytes),
+                units::bytes(r.remaining_bytes),
                 r.eta_secs
-                    .map(|e| format!(", ETA {e:.0}s"))
+                    .map(|e| format!(", ETA {}", units::duration(e)))
                     .unwrap_or_default()
             ),
         ));
@@ -595,22 +599,6 @@ fn render_help(area: Rect, buf: &mut Buffer) {
     Paragraph::new(text)
         .block(Block::default().borders(Borders::ALL).title(" help "))
         .render(r, buf);
-}
-
-/// Bytes in binary units (`64 KiB`, `1.5 GiB`).
-pub fn human_bytes(b: u64) -> String {
-    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if v.fract() == 0.0 {
-        format!("{v:.0} {}", U[i])
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
 }
 
 /// A buffer as plain text, one line per row (trailing spaces trimmed).

@@ -11,7 +11,8 @@ use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, Paragraph};
 
-use super::{SizeResult, TuneReport, human, human_f, human_secs};
+use super::{SizeResult, TuneReport, human};
+use crate::units;
 
 /// The curve's points, owned, so that [`TradeoffChart::widget`] can lend them to a frame.
 #[derive(Clone, Debug, Default)]
@@ -149,12 +150,18 @@ const COLUMNS: [Column; 10] = [
     ("bits set", 10, 3, |x| x.bits_set.to_string()),
     ("page wr", 11, 1, |x| x.page_writes_total.to_string()),
     ("wr/s", 8, 4, |x| format!("{:.2}", x.page_writes_per_sec)),
-    ("dirty avg", 10, 6, |x| human_f(x.dirty_mean_bytes)),
-    ("dirty p99", 10, 8, |x| human_f(x.dirty_p99_bytes as f64)),
-    ("dirty max", 10, 7, |x| human_f(x.dirty_max_bytes as f64)),
-    ("resync avg", 10, 2, |x| human_secs(x.resync_mean_secs)),
-    ("resync max", 10, 9, |x| human_secs(x.resync_max_secs)),
-    ("memory", 10, 5, |x| human_f(x.memory_peak_bytes as f64)),
+    ("dirty avg", 10, 6, |x| units::bytes_f(x.dirty_mean_bytes)),
+    ("dirty p99", 10, 8, |x| {
+        units::bytes_f(x.dirty_p99_bytes as f64)
+    }),
+    ("dirty max", 10, 7, |x| {
+        units::bytes_f(x.dirty_max_bytes as f64)
+    }),
+    ("resync avg", 10, 2, |x| units::duration(x.resync_mean_secs)),
+    ("resync max", 10, 9, |x| units::duration(x.resync_max_secs)),
+    ("memory", 10, 5, |x| {
+        units::bytes_f(x.memory_peak_bytes as f64)
+    }),
 ];
 
 /// The table for a terminal `width` columns wide: as many columns as fit, the most telling

@@ -29,6 +29,7 @@ pub use replay::{DaemonMode, ReplayInput, ReplayOptions, SizeResult, counter_flo
 
 use crate::engine::{BITMAP_SB_BYTES, BitmapGeometry, MAX_CHUNK_SIZE};
 use crate::trace::{TraceLoss, read_trace_file};
+use crate::units;
 
 /// The smallest candidate chunk size (4 KiB, one page).
 pub const MIN_CANDIDATE: u64 = 4096;
@@ -108,31 +109,6 @@ pub fn human(b: u64) -> String {
         }
     }
     format!("{b}")
-}
-
-fn human_f(b: f64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < units.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{v:.0} {}", units[i])
-    } else {
-        format!("{v:.1} {}", units[i])
-    }
-}
-
-fn human_secs(s: f64) -> String {
-    if s < 1.0 {
-        format!("{:.0} ms", s * 1e3)
-    } else if s < 120.0 {
-        format!("{s:.1} s")
-    } else {
-        format!("{:.1} min", s / 60.0)
-    }
 }
 
 /// Whether a bitmap of `chunk` bytes over `sync_sectors` fits `space_sectors` (0: unknown,
@@ -385,7 +361,7 @@ pub fn render_table(r: &TuneReport) -> String {
             DaemonMode::Recorded => "recorded",
             DaemonMode::Modelled => "modelled",
         },
-        human_f(r.resync_bytes_per_sec)
+        units::bytes_f(r.resync_bytes_per_sec)
     );
     let _ = writeln!(
         s,
@@ -415,12 +391,12 @@ pub fn render_table(r: &TuneReport) -> String {
             x.bits_set,
             x.page_writes_total,
             x.page_writes_per_sec,
-            human_f(x.dirty_mean_bytes),
-            human_f(x.dirty_p99_bytes as f64),
-            human_f(x.dirty_max_bytes as f64),
-            human_secs(x.resync_mean_secs),
-            human_secs(x.resync_max_secs),
-            human_f(x.memory_peak_bytes as f64),
+            units::bytes_f(x.dirty_mean_bytes),
+            units::bytes_f(x.dirty_p99_bytes as f64),
+            units::bytes_f(x.dirty_max_bytes as f64),
+            units::duration(x.resync_mean_secs),
+            units::duration(x.resync_max_secs),
+            units::bytes_f(x.memory_peak_bytes as f64),
             mark
         );
     }

@@ -2,7 +2,8 @@
 //! expected crash-resync bytes against the chunk size (log scales).
 use std::fmt::Write;
 
-use super::{TuneReport, human, human_f};
+use super::{TuneReport, human};
+use crate::units;
 
 const W: f64 = 720.0;
 const H: f64 = 420.0;
@@ -101,7 +102,7 @@ pub fn tradeoff_svg(r: &TuneReport) -> String {
             s,
             r#"<text x="{}" y="{y:.1}" fill="firebrick">{}</text>"#,
             W - R + 6.0,
-            human_f(10f64.powi(d as i32))
+            units::bytes_f(10f64.powi(d as i32))
         );
     }
     let line = |vals: &[f64], a: f64, b: f64| -> String {
