@@ -136,7 +136,18 @@ pub fn inputs_from_info(info: &ArrayInfo) -> Inputs {
         busy: None,
         candidate: None,
         notes: vec![],
+        kernel: running_kernel(),
     }
+}
+
+/// The running kernel's `major.minor`, read once from `/proc/sys/kernel/osrelease`.
+fn running_kernel() -> Option<(u32, u32)> {
+    static K: std::sync::OnceLock<Option<(u32, u32)>> = std::sync::OnceLock::new();
+    *K.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .and_then(|r| super::parse_release(&r))
+    })
 }
 
 /// Gathers everything for one array: sysfs, the on-disk bitmap and superblock of its first

@@ -392,11 +392,92 @@ fn raid10_without_a_bitmap_resyncs_the_whole_array() {
     assert!(c.members.iter().all(|m| m.read_bytes == 64 << 20));
 }
 
+/// md6's geometry with slot 2 (vdc) gone, on kernel `k`: of array chunks 0, 1, 2 (copies on
+/// members (0, 1), (2, 0), (1, 2)) only chunk 0, and every third after it, keeps two copies.
+fn raid10_n2x3_without_slot_2(dirty: Vec<Range<u64>>, k: (u32, u32)) -> Inputs {
+    let mut inp = raid10_n2x3(dirty);
+    inp.members.remove(2);
+    inp.kernel = Some(k);
+    inp
+}
+
+fn reads(c: &Cost) -> Vec<(String, u64, u64)> {
+    c.members
+        .iter()
+        .map(|m| (m.name.clone(), m.read_bytes, m.write_bytes_max))
+        .collect()
+}
+
 #[test]
-fn raid10_degraded_crash_stays_unmodelled() {
-    let mut inp = raid10_n2x3(vec![0..3]);
-    inp.members[1].faulty = true;
-    assert_eq!(predict(&inp).crash_now.kind, CostKind::Unmodelled);
+fn raid10_degraded_crash_compares_only_ranges_with_two_copies_left() {
+    // Chunks 0-8 dirty: 0, 3 and 6 are read on vda and vdb; the others have one copy left.
+    for k in [(6, 1), (6, 12)] {
+        let c = predict(&raid10_n2x3_without_slot_2(vec![0..9], k)).crash_now;
+        assert_eq!(c.kind, CostKind::Bitmap, "{}", c.reason);
+        assert_eq!(c.chunks, 9);
+        assert_eq!(c.sync_bytes_per_member, 3 * 65536);
+        assert_eq!(
+            reads(&c),
+            vec![
+                ("vda".into(), 3 * 65536, 0),
+                ("vdb".into(), 3 * 65536, 3 * 65536)
+            ],
+            "{k:?}"
+        );
+        assert!(c.reason.contains("bits stay set"), "{}", c.reason);
+    }
+}
+
+#[test]
+fn raid10_degraded_crash_pace_counts_given_up_ranges_before_6_11_only() {
+    // Before 6.11 the given-up chunks 1-2 and 4-5 are returned with the reads of 3 and 6
+    // and counted (7 chunks); 7-8, given up before the end, are not. From 6.11: 3 chunks.
+    let d = |k| {
+        let c = predict(&raid10_n2x3_without_slot_2(vec![0..9], k)).crash_now;
+        c.duration.map(|d| d.idle_secs)
+    };
+    assert_eq!(d((6, 1)), Some(throttled_secs(7 * 65536, 2048.0)));
+    // From 6.11 each given-up range ends md's resync pass: not predicted.
+    assert_eq!(d((6, 12)), None);
+    let c = predict(&raid10_n2x3_without_slot_2(vec![0..1, 3..4], (6, 12))).crash_now;
+    let secs = c.duration.map(|d| d.idle_secs);
+    assert_eq!(
+        secs,
+        Some(throttled_secs(2 * 65536, 2048.0)),
+        "{}",
+        c.reason
+    );
+}
+
+#[test]
+fn raid10_degraded_crash_ends_early_before_6_11_after_raid_disks_give_ups() {
+    // 512 KiB RAID chunks: array chunk 0 (bitmap chunks 0-7) keeps both copies; chunk 1
+    // (bitmap chunks 8-15) has one, and its first three 64 KiB requests are given up in one
+    // call: before 6.11 the resync ends there; from 6.11 it goes on to chunk 3 (48-55).
+    let mut inp = raid10_n2x3_without_slot_2(vec![0..64], (6, 1));
+    inp.chunk_size_bytes = 512 << 10;
+    let c = predict(&inp).crash_now;
+    assert_eq!(reads(&c)[0].1, 8 * 65536, "{}", c.reason);
+    assert!(
+        c.reason.contains("ends at array sector 1408"),
+        "{}",
+        c.reason
+    );
+    inp.kernel = Some((6, 12));
+    let c = predict(&inp).crash_now;
+    assert_eq!(reads(&c)[0].1, 24 * 65536, "{}", c.reason);
+    assert!(!c.reason.contains("ends at"), "{}", c.reason);
+}
+
+#[test]
+fn raid10_degraded_crash_needs_the_kernel_release() {
+    let mut inp = raid10_n2x3_without_slot_2(vec![0..3], (6, 1));
+    inp.kernel = None;
+    let c = predict(&inp).crash_now;
+    assert_eq!(c.kind, CostKind::Unmodelled, "{}", c.reason);
+    assert_eq!(parse_release("6.12.117+deb12-cloud-amd64"), Some((6, 12)));
+    assert_eq!(parse_release("6.1.0-56-cloud-amd64\n"), Some((6, 1)));
+    assert_eq!(parse_release("garbage"), None);
 }
 
 #[test]
