@@ -17,7 +17,7 @@
 //!   bitmap and progress are in the array's address space) reads every copy of each synced
 //!   range and rewrites later copies only where they differ from the first; a raid10
 //!   recovery (re-add) writes the member's copies of the NEEDED chunks from the first in-sync
-//!   copy (its duration is not predicted: md paces it differently by kernel); a degraded
+//!   copy (md paces it differently by kernel: see [`Raid10Giveup`]); a degraded
 //!   raid10's crash resync reads every present copy of each range that still has two and gives
 //!   up the others, which md paces, and before 6.11 may end on, differently by kernel
 //!   ([`Raid10Giveup`]);
@@ -314,26 +314,39 @@ fn to_pairs(ranges: &[Range<u64>]) -> Vec<[u64; 2]> {
     ranges.iter().map(|r| [r.start, r.end]).collect()
 }
 
-/// Why a raid10 recovery has no predicted duration.
-const RAID10_RECOVERY_PACE: &str = "Its duration is not predicted: md paces a raid10 recovery differently by kernel (measured: on 6.1 the sectors raid10_sync_request skips before each recovered range count toward sync_speed_max, so the member's whole span up to the last recovered range is paced; on 6.12 they do not)";
+/// How md paces a raid10 recovery, by [`Raid10Giveup`]: why its duration is what it is, or
+/// why it has none.
+fn raid10_recovery_pace(giveup: Option<Raid10Giveup>) -> &'static str {
+    match giveup {
+        Some(Raid10Giveup::Accumulate) => {
+            "Before 6.11 raid10_sync_request returns the member sectors it skips before each recovered range with that range, so md counts them toward sync_speed_max: its duration is that of the member's span up to the end of the last recovered range"
+        }
+        Some(Raid10Giveup::SkipEach) => {
+            "Its duration is not predicted: from 6.11 (bc49694a9e8f) each range raid10_sync_request skips goes through md's end-of-sync path (close_sync waits for the requests in flight), which md's pace does not account for (measured on 6.12: 0.7 MiB recovered at 2048 KiB/s took 1.3-1.5 s)"
+        }
+        None => {
+            "Its duration is not predicted: md paces a raid10 recovery differently by kernel (before 6.11 the sectors it skips count toward sync_speed_max, from 6.11 not) and the kernel release is unknown"
+        }
+    }
+}
 
 /// A raid10 recovery of the member in `slot` (`raid10_sync_request`'s recovery branch): md walks
 /// the member's sectors, maps each back to the array (`raid10_find_virt`) and recovers it when
 /// its bitmap chunk is NEEDED (every chunk for a full recovery), reading the first In_sync copy
-/// in `raid10_find_phys` order and writing the member's. Returns the bytes recovered and the
-/// I/O per member.
+/// in `raid10_find_phys` order and writing the member's. Returns the bytes recovered, the I/O
+/// per member and the member's span up to the end of the last range recovered (bytes).
 fn raid10_recovery_io(
     inp: &Inputs,
     ranges: &[Range<u64>],
     kind: CostKind,
     target: &str,
     slot: u32,
-) -> (u64, Vec<MemberIo>) {
+) -> (u64, Vec<MemberIo>, u64) {
     let (Some(b), Some(map)) = (inp.bitmap.as_ref(), raid10_geometry(inp)) else {
-        return (0, vec![]);
+        return (0, vec![], 0);
     };
     let Some(conf) = map.raid10() else {
-        return (0, vec![]);
+        return (0, vec![], 0);
     };
     let (ch, sync) = (conf.chunk_sectors(), map.sync_size());
     let shift = (b.chunk_bytes / 512).max(1).trailing_zeros();
@@ -350,17 +363,18 @@ fn raid10_recovery_io(
             .any(|m| m.slot == Some(dev) && m.in_sync && !m.faulty)
     };
     let mut reads: std::collections::BTreeMap<u32, u64> = Default::default();
-    let mut written = 0u64;
+    let (mut written, mut span) = (0u64, 0u64);
     for chunk in ranges.iter().flat_map(|r| r.clone()) {
         let (mut p, e) = (chunk << shift, ((chunk + 1) << shift).min(sync));
         while p < e {
             let q = ((p / ch + 1) * ch).min(e);
             let copies: Vec<_> = conf.copies(p).collect();
-            if copies.iter().any(|c| c.dev == slot)
+            if let Some(own) = copies.iter().find(|c| c.dev == slot)
                 && let Some(src) = copies.iter().find(|c| c.dev != slot && in_sync(c.dev))
             {
                 *reads.entry(src.dev).or_default() += (q - p) * 512;
                 written += (q - p) * 512;
+                span = span.max((own.sector + (q - p)) * 512);
             }
             p = q;
         }
@@ -381,7 +395,7 @@ fn raid10_recovery_io(
         })
         .collect();
     io.push(recovery_target_io(target, Some(slot), written));
-    (written, io)
+    (written, io, span)
 }
 
 /// md's `read_disk` choice in `raid1_sync_request`: the first in-sync, non-faulty, not
@@ -576,29 +590,33 @@ fn cost(
         _ => 0,
     };
     // A raid10 recovery (a re-add's target): its pace depends on the kernel (see
-    // RAID10_RECOVERY_PACE).
+    // raid10_recovery_pace).
     let raid10 = inp.level == "raid10";
     let raid10_recovery = match target {
         Some((name, Some(slot))) if raid10 => Some((name, slot)),
         _ => None,
     };
-    let (bytes, members) = match raid10_recovery {
-        _ if bytes == 0 => (0, vec![]),
-        Some((name, slot)) => raid10_recovery_io(inp, ranges, kind, name, slot),
-        None if raid10 => (bytes, raid10_resync_io(inp, kind, ranges)),
+    // (bytes, I/O, the recovered member's span md paces before 6.11)
+    let (bytes, members, span) = match raid10_recovery {
+        _ if bytes == 0 => (0, vec![], None),
+        Some((name, slot)) => {
+            let (b, io, span) = raid10_recovery_io(inp, ranges, kind, name, slot);
+            (b, io, Some(span))
+        }
+        None if raid10 => (bytes, raid10_resync_io(inp, kind, ranges), None),
         None => {
             let io = member_io(inp, bytes, target.map(|t| t.0), target.and_then(|t| t.1));
-            (bytes, io)
+            (bytes, io, None)
         }
     };
-    let raid10_recovery = raid10_recovery.is_some();
-    let duration = if raid10_recovery {
-        None
-    } else {
-        duration(inp, bytes, &members)
+    let giveup = inp.kernel.map(Raid10Giveup::for_kernel);
+    let duration = match (span, giveup) {
+        (Some(span), Some(Raid10Giveup::Accumulate)) => duration(inp, span, &members),
+        (Some(_), _) => None,
+        (None, _) => duration(inp, bytes, &members),
     };
-    let reason = if raid10_recovery && bytes > 0 {
-        format!("{reason}. {RAID10_RECOVERY_PACE}")
+    let reason = if raid10_recovery.is_some() && bytes > 0 {
+        format!("{reason}. {}", raid10_recovery_pace(giveup))
     } else {
         reason
     };

@@ -511,3 +511,22 @@ fn raid10_re_add_writes_the_members_copies_from_the_first_in_sync_copy() {
     let c = &predict(&inp).re_add[0];
     assert_eq!(c.total_write_bytes, 0);
 }
+
+#[test]
+fn raid10_re_add_paces_the_members_span_before_6_11_only() {
+    // vdb's copies of chunks 0 and 2 lie at its rows 0 and 1; chunk 301's second copy
+    // (position 603: member 0, row 201) is not vdb's, chunk 300's (position 601: member 1,
+    // row 200) is: vdb's span up to it is 201 rows of 64 KiB, all paced before 6.11.
+    let mut inp = raid10_n2x3(vec![0..3, 300..302]);
+    inp.members.remove(1);
+    inp.kernel = Some((6, 1));
+    let c = &predict(&inp).re_add[0];
+    assert_eq!(c.sync_bytes_per_member, 3 * 65536, "{}", c.reason);
+    let d = c.duration.as_ref().expect("paced before 6.11");
+    assert_eq!(d.idle_secs, throttled_secs(201 * 65536, 2048.0));
+    assert!(c.reason.contains("member's span"), "{}", c.reason);
+    inp.kernel = Some((6, 12));
+    let c = &predict(&inp).re_add[0];
+    assert!(c.duration.is_none());
+    assert!(c.reason.contains("from 6.11"), "{}", c.reason);
+}
