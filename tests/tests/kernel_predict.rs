@@ -544,6 +544,29 @@ impl Check<'_> {
         eprintln!("{line}");
     }
 
+    /// A raid10 sync whose duration `predict` gives only before 6.11 (md paces it differently
+    /// from 6.11 on): with a duration, [`sync`](Self::sync); without one, the reason must say
+    /// so, the I/O is checked alone and the measured duration logged.
+    fn raid10_sync(
+        &mut self,
+        cost: &serde_json::Value,
+        chunk: u64,
+        before: &BTreeMap<String, (u64, u64)>,
+        after: &BTreeMap<String, (u64, u64)>,
+        measured_secs: Option<f64>,
+    ) {
+        if !cost["duration"].is_null() {
+            return self.sync(cost, chunk, before, after, measured_secs);
+        }
+        assert!(
+            cost["reason"].as_str().unwrap().contains("from 6.11"),
+            "{}: {cost}",
+            self.what
+        );
+        let line = self.io(cost, chunk, before, after);
+        eprintln!("{line} | duration {measured_secs:?} s (not predicted)");
+    }
+
     /// A sync's I/O only: prediction `cost` against stat deltas, per member within half a
     /// chunk; returns the log line.
     fn io(
@@ -1069,7 +1092,7 @@ fn run(series: Series) {
     assert!(c["reason"].as_str().unwrap().contains("no bitmap"), "{c}");
     assert_eq!(c["sync_bytes_per_member"], NO_BITMAP_KIB * 1024);
     let what = "md4 raid1 crash resync without a bitmap (full)";
-    crash_resync(&kernel, "md4", what, c, &r2, &dmesg2, &mut failures);
+    crash_resync(&kernel, "md4", what, c, &r2, &dmesg2, &mut failures, false);
 
     check_stale(&kernel, &r1, &r2, &dmesg2, &lowered, &mut failures);
     check_raid10(&kernel, &r1, &r2, &dmesg2, &mut failures);
@@ -1216,7 +1239,7 @@ fn check_raid10(
         }
     }
     let what = "md6 raid10 crash resync";
-    crash_resync(kernel, "md6", what, c, r2, dmesg2, failures);
+    crash_resync(kernel, "md6", what, c, r2, dmesg2, failures, false);
 
     // The re-add in boot 2: the member's copies of the NEEDED chunks, read from the first
     // in-sync copy.
@@ -1224,29 +1247,20 @@ fn check_raid10(
     let re = &p["re_add"].as_array().unwrap()[0];
     assert_eq!(re["kind"], "bitmap", "md6: {re}");
     assert_eq!(re["slot"], 1);
-    // Its duration is predicted before 6.11 only (md paces it differently from 6.11 on).
     let d = sync_durations(dmesg2, "md6", "recovery").first().copied();
-    let what = format!("md6 raid10 re-add recovery ({} chunks)", re["chunks"]);
-    let mut check = Check {
+    Check {
         kernel,
-        what: &what,
+        what: &format!("md6 raid10 re-add recovery ({} chunks)", re["chunks"]),
         removed: Some(&members("md6")[1]),
         failures,
-    };
-    let (before, after) = (
-        stats(&r2.out_file("stat-readd6-before").unwrap()),
-        stats(&r2.out_file("stat-readd6-after").unwrap()),
-    );
-    if re["duration"].is_null() {
-        assert!(
-            re["reason"].as_str().unwrap().contains("from 6.11"),
-            "md6: {re}"
-        );
-        let line = check.io(re, CHUNK, &before, &after);
-        eprintln!("{line} | duration {d:?} s (not predicted)");
-    } else {
-        check.sync(re, CHUNK, &before, &after, d);
     }
+    .raid10_sync(
+        re,
+        CHUNK,
+        &stats(&r2.out_file("stat-readd6-before").unwrap()),
+        &stats(&r2.out_file("stat-readd6-after").unwrap()),
+        d,
+    );
 }
 
 /// md7 (raid10 near=2 over 3 members, slot 2 missing since its creation, 64 KiB RAID and
@@ -1283,33 +1297,13 @@ fn check_raid10_degraded(
         "md7: {c}"
     );
     let what = "md7 degraded raid10 crash resync";
-    if c["duration"].is_null() {
-        // From 6.11 md's pass ends at each given-up range: only the I/O is predicted.
-        assert!(
-            c["reason"].as_str().unwrap().contains("from 6.11"),
-            "md7: {c}"
-        );
-        let d = sync_durations(dmesg2, "md7", "resync").first().copied();
-        let line = Check {
-            kernel,
-            what,
-            removed: None,
-            failures,
-        }
-        .io(
-            c,
-            CHUNK,
-            &stats(&r2.out_file("stat-crash-before").unwrap()),
-            &stats(&r2.out_file("stat-crash-after").unwrap()),
-        );
-        eprintln!("{line} | duration {d:?} s (not predicted)");
-    } else {
-        crash_resync(kernel, "md7", what, c, r2, dmesg2, failures);
-    }
+    crash_resync(kernel, "md7", what, c, r2, dmesg2, failures, true);
 }
 
 /// Check one of boot 2's crash resyncs of `array` (the stat deltas around them all and md's
-/// log of this one) against the prediction `cost`.
+/// log of this one) against the prediction `cost`; with `raid10_pace`, a duration `predict`
+/// gives only before 6.11 ([`Check::raid10_sync`]).
+#[allow(clippy::too_many_arguments)]
 fn crash_resync(
     kernel: &str,
     array: &str,
@@ -1318,15 +1312,22 @@ fn crash_resync(
     r2: &RunResult,
     dmesg2: &str,
     failures: &mut Vec<String>,
+    raid10_pace: bool,
 ) {
     let d = sync_durations(dmesg2, array, "resync").first().copied();
-    Check {
+    let mut check = Check {
         kernel,
         what,
         removed: None,
         failures,
-    }
-    .sync(
+    };
+    let sync = if raid10_pace {
+        Check::raid10_sync
+    } else {
+        Check::sync
+    };
+    sync(
+        &mut check,
         cost,
         CHUNK,
         &stats(&r2.out_file("stat-crash-before").unwrap()),
@@ -1475,5 +1476,5 @@ fn check_stale(
     );
     assert_eq!(c["sync_bytes_per_member"], STALE_KIB * 1024);
     let what = "md5 raid1 crash resync with a stale bitmap (full)";
-    crash_resync(kernel, "md5", what, &c, r2, dmesg2, failures);
+    crash_resync(kernel, "md5", what, &c, r2, dmesg2, failures, false);
 }

@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::units;
-
 use super::{BitmapInput, Inputs, MemberInput, Prediction, predict};
 use crate::ondisk::{ReadAt, read_member};
 use crate::sysfs::{ArrayInfo, Sysfs};
+use crate::units;
 
 /// `md-bitmap predict` arguments.
 #[derive(clap::Args, Debug)]

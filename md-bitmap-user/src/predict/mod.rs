@@ -362,7 +362,7 @@ fn raid10_recovery_io(
             .iter()
             .any(|m| m.slot == Some(dev) && m.in_sync && !m.faulty)
     };
-    let mut reads: std::collections::BTreeMap<u32, u64> = Default::default();
+    let mut reads: BTreeMap<u32, u64> = Default::default();
     let (mut written, mut span) = (0u64, 0u64);
     for chunk in ranges.iter().flat_map(|r| r.clone()) {
         let (mut p, e) = (chunk << shift, ((chunk + 1) << shift).min(sync));
@@ -761,7 +761,6 @@ fn raid10_degraded_crash(
     giveup: Raid10Giveup,
 ) -> Option<Cost> {
     let w = raid10_degraded_walk(inp, ranges, giveup)?;
-    let compared = w.compared;
     let members = resync_member_io(inp, &w.per_slot);
     let pace = match giveup {
         Raid10Giveup::Accumulate => {
@@ -796,7 +795,7 @@ fn raid10_degraded_crash(
         reason,
         chunks: count(ranges),
         chunk_ranges: to_pairs(ranges),
-        sync_bytes_per_member: compared * 512,
+        sync_bytes_per_member: w.compared * 512,
         total_read_bytes: members.iter().map(|m| m.read_bytes).sum(),
         total_write_bytes: 0,
         members,
